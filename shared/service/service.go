@@ -1,0 +1,82 @@
+// Package service wires the proxy's parts from a Config, so every entry
+// point (local server, Lambda handler, worker) builds them the same way.
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/misskey-lambda/media-proxy/shared/config"
+	"github.com/misskey-lambda/media-proxy/shared/fetch"
+	"github.com/misskey-lambda/media-proxy/shared/pipeline"
+	"github.com/misskey-lambda/media-proxy/shared/proxy"
+	"github.com/misskey-lambda/media-proxy/shared/store"
+	"github.com/misskey-lambda/media-proxy/shared/transform"
+	"github.com/misskey-lambda/media-proxy/shared/vips"
+)
+
+// InlineLimit is the largest passthrough body held in memory; larger ones
+// stream.
+const InlineLimit = 8 << 20
+
+// Service is the wired proxy.
+type Service struct {
+	Config   config.Config
+	Store    store.Store
+	Pipeline *pipeline.Pipeline
+	Handler  *proxy.Handler
+	Logger   *slog.Logger
+}
+
+// NewLogger returns the JSON logger every entry point uses: one line per
+// event, on standard error (CloudWatch collects both streams on Lambda).
+func NewLogger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// New builds the service.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, error) {
+	if err := vips.Start(vips.Options{Concurrency: cfg.VipsConcurrency}); err != nil {
+		return nil, err
+	}
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	fetcher := fetch.New(fetch.Config{
+		UserAgent:       cfg.UserAgent,
+		MaxSize:         cfg.MaxSize,
+		ConnectTimeout:  cfg.ConnectTimeout,
+		ResponseTimeout: cfg.ResponseTimeout,
+		Timeout:         cfg.FetchTimeout,
+		AllowedPrivate:  cfg.AllowedPrivate,
+	})
+	tr := transform.New(transform.Limits{MaxPixels: cfg.MaxPixels, MaxFrames: cfg.MaxFrames}, cfg.TransformConcurrency)
+	pl := pipeline.New(fetcher, tr, InlineLimit)
+	h := proxy.New(proxy.Config{
+		Pipeline: pl,
+		Store:    st,
+		Headers: proxy.Headers{
+			ContentSecurityPolicy: cfg.ContentSecurityPolicy,
+			AllowOrigin:           cfg.AllowOrigin,
+			AllowHeaders:          cfg.AllowHeaders,
+			AllowMethods:          cfg.AllowMethods,
+		},
+		Logger: log,
+	})
+	return &Service{Config: cfg, Store: st, Pipeline: pl, Handler: h, Logger: log}, nil
+}
+
+// OpenStore opens the store MEDIA_PROXY_STORE names.
+func OpenStore(_ context.Context, cfg config.Config) (store.Store, error) {
+	switch {
+	case cfg.Store == "none":
+		return store.None{}, nil
+	case strings.HasPrefix(cfg.Store, "dir:"):
+		return store.NewDir(strings.TrimPrefix(cfg.Store, "dir:"))
+	}
+	return nil, fmt.Errorf("store %q is not supported yet", cfg.Store)
+}

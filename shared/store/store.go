@@ -1,0 +1,68 @@
+// Package store defines where finished variants are kept, so that each is
+// computed once. Implementations: a directory on disk (the embedded
+// default), S3, and none.
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotFound means the key holds no object (or no fresh failure).
+var ErrNotFound = errors.New("store: not found")
+
+// FailureTTL is how long a failed fetch or conversion is remembered, so a
+// dead link requested by many clients costs one fetch, not many.
+const FailureTTL = 5 * time.Minute
+
+// Meta is what a stored object is served with.
+type Meta struct {
+	ContentType string
+	Disposition string
+	// ETag is a strong, quoted entity tag of the bytes.
+	ETag string
+	Size int64
+}
+
+// Entry is a stored object.
+type Entry struct {
+	Meta
+	// RedirectURL, when set, is where clients fetch the bytes themselves
+	// (a presigned or CDN URL) and RedirectMaxAge how long it stays valid.
+	RedirectURL    string
+	RedirectMaxAge time.Duration
+	// Open reads the bytes through the proxy when there is no RedirectURL.
+	Open func(ctx context.Context) (io.ReadCloser, error)
+}
+
+// Store keeps variants by key.
+type Store interface {
+	// Lookup finds key; ErrNotFound when it is absent.
+	Lookup(ctx context.Context, key string) (*Entry, error)
+	// Put stores body under key. A reader of the key never sees a partial
+	// object: it sees the old state or the complete new one. Storing a key
+	// that exists is not an error: variants are deterministic, so the
+	// first writer's bytes are as good as the second's.
+	Put(ctx context.Context, key string, meta Meta, body io.Reader) error
+	// Fail remembers that producing key failed with an HTTP status.
+	Fail(ctx context.Context, key string, status int) error
+	// Failure returns a status remembered less than FailureTTL ago, or
+	// ErrNotFound.
+	Failure(ctx context.Context, key string) (int, error)
+}
+
+// None stores nothing: every request does the work (benchmarks use it).
+type None struct{}
+
+func (None) Lookup(context.Context, string) (*Entry, error) { return nil, ErrNotFound }
+
+func (None) Put(_ context.Context, _ string, _ Meta, body io.Reader) error {
+	_, err := io.Copy(io.Discard, body)
+	return err
+}
+
+func (None) Fail(context.Context, string, int) error { return nil }
+
+func (None) Failure(context.Context, string) (int, error) { return 0, ErrNotFound }

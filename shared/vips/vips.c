@@ -1,0 +1,164 @@
+#include "vips.h"
+
+// Only these loaders may run; everything else (matload, magick, pdf, ...)
+// stays blocked even if the library was built with it.
+static const char *allowed_loaders[] = {
+	"VipsForeignLoadJpeg",
+	"VipsForeignLoadPng",
+	"VipsForeignLoadWebp",
+	"VipsForeignLoadNsgif",
+	"VipsForeignLoadHeif",
+	"VipsForeignLoadSvg",
+	NULL,
+};
+
+// libvips reports damaged input as GLib warnings on stderr; the proxy logs
+// its own structured line for every failure instead.
+static void drop_log(const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer data) {
+}
+
+int mp_start(int concurrency) {
+	if (VIPS_INIT("media-proxy"))
+		return -1;
+	g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO, drop_log, NULL);
+	vips_block_untrusted_set(TRUE);
+	vips_operation_block_set("VipsForeignLoad", TRUE);
+	for (int i = 0; allowed_loaders[i]; i++) {
+		if (!g_type_from_name(allowed_loaders[i])) {
+			vips_error("mp_start", "loader %s missing", allowed_loaders[i]);
+			return -1;
+		}
+		vips_operation_block_set(allowed_loaders[i], FALSE);
+	}
+	// Every request works on a different image: the operation cache would
+	// only hold memory.
+	vips_cache_set_max(0);
+	vips_cache_set_max_mem(0);
+	vips_cache_set_max_files(0);
+	if (concurrency > 0)
+		vips_concurrency_set(concurrency);
+	return 0;
+}
+
+int mp_header(const void *buf, size_t len, int all_pages, VipsImage **out) {
+	*out = vips_image_new_from_buffer(buf, len, all_pages ? "n=-1" : "", NULL);
+	return *out ? 0 : -1;
+}
+
+int mp_thumbnail_buffer(void *buf, size_t len, VipsImage **out, int width, int height, int enlarge, int all_pages, int fail_on) {
+	// fail_on goes in the loader's option string too: thumbnail's own
+	// fail_on property does not reach every loader.
+	char options[64];
+	const char *fail = vips_enum_nick(VIPS_TYPE_FAIL_ON, fail_on);
+	g_snprintf(options, sizeof(options), "%sfail_on=%s", all_pages ? "n=-1," : "", fail ? fail : "none");
+	return vips_thumbnail_buffer(buf, len, out, width,
+		"height", height,
+		"size", enlarge ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN,
+		"option_string", options,
+		"fail_on", fail_on,
+		NULL);
+}
+
+int mp_thumbnail_image(VipsImage *in, VipsImage **out, int width, int height, int enlarge) {
+	return vips_thumbnail_image(in, out, width,
+		"height", height,
+		"size", enlarge ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN,
+		NULL);
+}
+
+VipsImage *mp_from_rgba(const void *pix, size_t len, int width, int height) {
+	VipsImage *im = vips_image_new_from_memory_copy(pix, len, width, height, 4, VIPS_FORMAT_UCHAR);
+	if (im)
+		im->Type = VIPS_INTERPRETATION_sRGB;
+	return im;
+}
+
+int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort) {
+	return vips_webpsave_buffer(in, buf, len,
+		"Q", quality,
+		"alpha_q", alpha_quality,
+		"effort", effort,
+		"smart_subsample", TRUE,
+		"mixed", TRUE,
+		"keep", VIPS_FOREIGN_KEEP_NONE,
+		NULL);
+}
+
+int mp_pngsave(VipsImage *in, void **buf, size_t *len) {
+	return vips_pngsave_buffer(in, buf, len, "keep", VIPS_FOREIGN_KEEP_NONE, NULL);
+}
+
+// mp_badge turns a thumbnail into a size x size mask: the image flattened on
+// black, greyscale, stretched to the full range, contrast raised, centred.
+// The result has two bands, white and the mask as alpha.
+int mp_badge(VipsImage *in, VipsImage **out, int size, double contrast, double *entropy) {
+	VipsObject *scope = VIPS_OBJECT(vips_image_new());
+	VipsImage **t = (VipsImage **) vips_object_local_array(scope, 11);
+	VipsImage *x;
+	int lo, hi;
+
+	// The percentiles and the histogram read the image several times, so
+	// the (small) thumbnail is rendered to memory once.
+	if (!(t[10] = vips_image_copy_memory(in)))
+		goto fail;
+	x = t[10];
+	if (vips_image_hasalpha(x)) {
+		if (vips_flatten(x, &t[0], NULL))
+			goto fail;
+		x = t[0];
+	}
+	if (vips_colourspace(x, &t[1], VIPS_INTERPRETATION_B_W, NULL) ||
+		vips_extract_band(t[1], &t[2], 0, "n", 1, NULL) ||
+		vips_cast_uchar(t[2], &t[3], NULL))
+		goto fail;
+	x = t[3];
+	// Stretch the 1st..99th percentile to 0..255, as a "normalise" does.
+	if (vips_percent(x, 1, &lo, NULL) || vips_percent(x, 99, &hi, NULL))
+		goto fail;
+	if (hi > lo) {
+		double a = 255.0 / (hi - lo);
+		if (vips_linear1(x, &t[4], a, -lo * a, NULL))
+			goto fail;
+		x = t[4];
+	}
+	if (vips_linear1(x, &t[5], contrast, 128 - 128 * contrast, NULL) ||
+		vips_cast_uchar(t[5], &t[6], NULL) ||
+		vips_embed(t[6], &t[7], (size - t[6]->Xsize) / 2, (size - t[6]->Ysize) / 2, size, size,
+			"extend", VIPS_EXTEND_BLACK, NULL) ||
+		vips_hist_find(t[7], &t[8], NULL) ||
+		vips_hist_entropy(t[8], entropy, NULL))
+		goto fail;
+	// White everywhere; the mask alone carries the shape.
+	if (vips_linear1(t[7], &t[9], 0, 255, "uchar", TRUE, NULL))
+		goto fail;
+	if (vips_bandjoin2(t[9], t[7], out, NULL))
+		goto fail;
+	(*out)->Type = VIPS_INTERPRETATION_B_W;
+	g_object_unref(scope);
+	return 0;
+fail:
+	g_object_unref(scope);
+	return -1;
+}
+
+int mp_loop(VipsImage *in) {
+	int v;
+	if (vips_image_get_typeof(in, "loop") == 0 || vips_image_get_int(in, "loop", &v))
+		return 0;
+	return v;
+}
+
+int mp_delays(VipsImage *in, int **delays, int *n) {
+	*delays = NULL;
+	*n = 0;
+	if (vips_image_get_typeof(in, "delay") == 0)
+		return 0;
+	return vips_image_get_array_int(in, "delay", delays, n);
+}
+
+const char *mp_loader(VipsImage *in) {
+	const char *s = NULL;
+	if (vips_image_get_typeof(in, VIPS_META_LOADER) == 0 || vips_image_get_string(in, VIPS_META_LOADER, &s))
+		return "";
+	return s;
+}

@@ -1,0 +1,251 @@
+// Package vips is the project's thin cgo layer over libvips: only the calls
+// the proxy needs, with Go-owned inputs pinned for as long as libvips reads them.
+package vips
+
+/*
+#cgo pkg-config: vips
+#include "vips.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"unsafe"
+)
+
+// Options configure libvips once per process.
+type Options struct {
+	// Concurrency is libvips' worker threads per pipeline; 0 keeps its default.
+	Concurrency int
+}
+
+var startOnce struct {
+	sync.Once
+	err error
+}
+
+// Start initialises libvips. Only the first call's options apply; every
+// other function in this package calls Start with default options itself.
+func Start(o Options) error {
+	startOnce.Do(func() {
+		if C.mp_start(C.int(o.Concurrency)) != 0 {
+			startOnce.err = fmt.Errorf("vips: start: %w", lastError())
+		}
+	})
+	return startOnce.err
+}
+
+// Error is a libvips failure. Its text comes from libvips and is meant for
+// logs only, never for response bodies.
+type Error struct{ Op, Detail string }
+
+func (e *Error) Error() string { return "vips " + e.Op + ": " + e.Detail }
+
+// lastError takes libvips' (process-wide) error buffer.
+func lastError() error {
+	p := C.vips_error_buffer_copy()
+	defer C.g_free(C.gpointer(p))
+	return errors.New(strings.TrimSpace(C.GoString(p)))
+}
+
+func opError(op string) error {
+	return &Error{Op: op, Detail: lastError().Error()}
+}
+
+// Image is a libvips image. Images are lazy: the input buffer stays pinned
+// until Close, because libvips reads it only when the output is computed.
+type Image struct {
+	c      *C.VipsImage
+	pinner *runtime.Pinner
+}
+
+func newImage(c *C.VipsImage, pinner *runtime.Pinner) *Image {
+	return &Image{c: c, pinner: pinner}
+}
+
+// Close releases the image and unpins its input.
+func (im *Image) Close() {
+	if im == nil || im.c == nil {
+		return
+	}
+	C.g_object_unref(C.gpointer(im.c))
+	im.c = nil
+	if im.pinner != nil {
+		im.pinner.Unpin()
+		im.pinner = nil
+	}
+}
+
+// Width is the image width in pixels.
+func (im *Image) Width() int { return int(im.c.Xsize) }
+
+// Height is the height of all pages stacked.
+func (im *Image) Height() int { return int(im.c.Ysize) }
+
+// Bands is the number of bands, alpha included.
+func (im *Image) Bands() int { return int(im.c.Bands) }
+
+// PageHeight is the height of one frame.
+func (im *Image) PageHeight() int { return int(C.vips_image_get_page_height(im.c)) }
+
+// Pages is the number of frames loaded (the file may hold more).
+func (im *Image) Pages() int { return im.Height() / max(1, im.PageHeight()) }
+
+// HasAlpha reports whether the last band is alpha.
+func (im *Image) HasAlpha() bool { return C.vips_image_hasalpha(im.c) != 0 }
+
+// Loader names the libvips loader that read the image, e.g. "gifload_buffer".
+func (im *Image) Loader() string { return C.GoString(C.mp_loader(im.c)) }
+
+// Loop is the animation loop count (0 = forever).
+func (im *Image) Loop() int { return int(C.mp_loop(im.c)) }
+
+// Delays are the frame delays in milliseconds, if the image has any.
+func (im *Image) Delays() []int {
+	var p *C.int
+	var n C.int
+	if C.mp_delays(im.c, &p, &n) != 0 || p == nil {
+		return nil
+	}
+	out := make([]int, int(n))
+	for i, d := range unsafe.Slice(p, int(n)) {
+		out[i] = int(d)
+	}
+	return out
+}
+
+// Header reads an image's header without decoding pixels. allPages counts
+// every frame of an animation into Height.
+func Header(buf []byte, allPages bool) (*Image, error) {
+	if err := Start(Options{}); err != nil {
+		return nil, err
+	}
+	if len(buf) == 0 {
+		return nil, &Error{Op: "header", Detail: "empty input"}
+	}
+	pinner := new(runtime.Pinner)
+	pinner.Pin(&buf[0])
+	var out *C.VipsImage
+	if C.mp_header(unsafe.Pointer(&buf[0]), C.size_t(len(buf)), cbool(allPages), &out) != 0 {
+		pinner.Unpin()
+		return nil, opError("header")
+	}
+	return newImage(out, pinner), nil
+}
+
+// FailOn is how strict decoding is about damaged input.
+type FailOn int
+
+// Values match libvips' VipsFailOn.
+const (
+	FailOnNone      FailOn = C.VIPS_FAIL_ON_NONE
+	FailOnTruncated FailOn = C.VIPS_FAIL_ON_TRUNCATED
+	FailOnError     FailOn = C.VIPS_FAIL_ON_ERROR
+	FailOnWarning   FailOn = C.VIPS_FAIL_ON_WARNING
+)
+
+// Fit describes a thumbnail box.
+type Fit struct {
+	Width, Height int
+	// Enlarge lets the image grow to the box (vector input, badges).
+	Enlarge bool
+	// AllPages keeps every frame of an animation.
+	AllPages bool
+	FailOn   FailOn
+}
+
+// Thumbnail decodes buf with shrink-on-load and resizes it to fit the box,
+// applying EXIF orientation and importing CMYK and other profiles to sRGB.
+func Thumbnail(buf []byte, f Fit) (*Image, error) {
+	if err := Start(Options{}); err != nil {
+		return nil, err
+	}
+	if len(buf) == 0 {
+		return nil, &Error{Op: "thumbnail", Detail: "empty input"}
+	}
+	pinner := new(runtime.Pinner)
+	pinner.Pin(&buf[0])
+	var out *C.VipsImage
+	if C.mp_thumbnail_buffer(unsafe.Pointer(&buf[0]), C.size_t(len(buf)), &out,
+		C.int(f.Width), C.int(f.Height), cbool(f.Enlarge), cbool(f.AllPages), C.int(f.FailOn)) != 0 {
+		pinner.Unpin()
+		return nil, opError("thumbnail")
+	}
+	return newImage(out, pinner), nil
+}
+
+// FromRGBA copies 8-bit RGBA pixels (as image.NRGBA holds them) into a new image.
+func FromRGBA(pix []byte, width, height int) (*Image, error) {
+	if err := Start(Options{}); err != nil {
+		return nil, err
+	}
+	if width <= 0 || height <= 0 || len(pix) < width*height*4 {
+		return nil, &Error{Op: "from rgba", Detail: "bad dimensions"}
+	}
+	out := C.mp_from_rgba(unsafe.Pointer(&pix[0]), C.size_t(width*height*4), C.int(width), C.int(height))
+	if out == nil {
+		return nil, opError("from rgba")
+	}
+	return newImage(out, nil), nil
+}
+
+// Thumbnail resizes an image already in memory to fit the box.
+func (im *Image) Thumbnail(f Fit) (*Image, error) {
+	var out *C.VipsImage
+	if C.mp_thumbnail_image(im.c, &out, C.int(f.Width), C.int(f.Height), cbool(f.Enlarge)) != 0 {
+		return nil, opError("thumbnail image")
+	}
+	return newImage(out, nil), nil
+}
+
+// WebPOptions are the encoder settings.
+type WebPOptions struct {
+	Quality, AlphaQuality, Effort int
+}
+
+// WebP encodes the image (all frames, with their delays and loop count).
+func (im *Image) WebP(o WebPOptions) ([]byte, error) {
+	var p unsafe.Pointer
+	var n C.size_t
+	if C.mp_webpsave(im.c, &p, &n, C.int(o.Quality), C.int(o.AlphaQuality), C.int(o.Effort)) != 0 {
+		return nil, opError("webpsave")
+	}
+	return takeBuffer(p, n), nil
+}
+
+// PNG encodes the image as PNG.
+func (im *Image) PNG() ([]byte, error) {
+	var p unsafe.Pointer
+	var n C.size_t
+	if C.mp_pngsave(im.c, &p, &n) != 0 {
+		return nil, opError("pngsave")
+	}
+	return takeBuffer(p, n), nil
+}
+
+// Badge makes a size x size two-band image (white plus a mask as alpha) from
+// the image's shape, and reports the mask's entropy in bits.
+func (im *Image) Badge(size int, contrast float64) (*Image, float64, error) {
+	var out *C.VipsImage
+	var entropy C.double
+	if C.mp_badge(im.c, &out, C.int(size), C.double(contrast), &entropy) != 0 {
+		return nil, 0, opError("badge")
+	}
+	return newImage(out, nil), float64(entropy), nil
+}
+
+func takeBuffer(p unsafe.Pointer, n C.size_t) []byte {
+	defer C.g_free(C.gpointer(p))
+	return C.GoBytes(p, C.int(n))
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}

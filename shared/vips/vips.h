@@ -1,0 +1,15 @@
+// Thin C wrappers around the variadic libvips calls cgo cannot make directly.
+#include <stdlib.h>
+#include <vips/vips.h>
+
+int mp_start(int concurrency);
+int mp_header(const void *buf, size_t len, int all_pages, VipsImage **out);
+int mp_thumbnail_buffer(void *buf, size_t len, VipsImage **out, int width, int height, int enlarge, int all_pages, int fail_on);
+int mp_thumbnail_image(VipsImage *in, VipsImage **out, int width, int height, int enlarge);
+VipsImage *mp_from_rgba(const void *pix, size_t len, int width, int height);
+int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort);
+int mp_pngsave(VipsImage *in, void **buf, size_t *len);
+int mp_badge(VipsImage *in, VipsImage **out, int size, double contrast, double *entropy);
+int mp_loop(VipsImage *in);
+int mp_delays(VipsImage *in, int **delays, int *n);
+const char *mp_loader(VipsImage *in);
