@@ -84,6 +84,14 @@ int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_q
 		NULL);
 }
 
+int mp_avifsave(VipsImage *in, void **buf, size_t *len) {
+	return vips_heifsave_buffer(in, buf, len,
+		"compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1,
+		"effort", 0,
+		"keep", VIPS_FOREIGN_KEEP_NONE,
+		NULL);
+}
+
 int mp_pngsave(VipsImage *in, void **buf, size_t *len) {
 	return vips_pngsave_buffer(in, buf, len, "keep", VIPS_FOREIGN_KEEP_NONE, NULL);
 }

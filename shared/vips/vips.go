@@ -227,6 +227,16 @@ func (im *Image) PNG() ([]byte, error) {
 	return takeBuffer(p, n), nil
 }
 
+// AVIF encodes the image as AVIF (first frame), at the fastest setting.
+func (im *Image) AVIF() ([]byte, error) {
+	var p unsafe.Pointer
+	var n C.size_t
+	if C.mp_avifsave(im.c, &p, &n) != 0 {
+		return nil, opError("avifsave")
+	}
+	return takeBuffer(p, n), nil
+}
+
 // Badge makes a size x size two-band image (white plus a mask as alpha) from
 // the image's shape, and reports the mask's entropy in bits.
 func (im *Image) Badge(size int, contrast float64) (*Image, float64, error) {

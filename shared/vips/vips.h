@@ -9,6 +9,7 @@ int mp_thumbnail_image(VipsImage *in, VipsImage **out, int width, int height, in
 VipsImage *mp_from_rgba(const void *pix, size_t len, int width, int height);
 int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort);
 int mp_pngsave(VipsImage *in, void **buf, size_t *len);
+int mp_avifsave(VipsImage *in, void **buf, size_t *len);
 int mp_badge(VipsImage *in, VipsImage **out, int size, double contrast, double *entropy);
 int mp_loop(VipsImage *in);
 int mp_delays(VipsImage *in, int **delays, int *n);

@@ -1,0 +1,350 @@
+// Package fetch is an SSRF-safe HTTP client for fetching remote media.
+//
+// Every outgoing connection is checked at dial time against the address
+// actually being connected to: the client resolves host names itself (see
+// Config.Resolver), refuses a name if any of its addresses is blocked, and a
+// net.Dialer Control hook re-checks the final IP just before connect(2). DNS
+// rebinding, redirects and odd host spellings therefore cannot reach loopback,
+// private, link-local, metadata or other internal addresses unless they are
+// listed in Config.AllowedPrivate.
+//
+// When a proxy is configured, the proxy resolves target names, so the dial-time
+// guarantee moves to the proxy. Before a request is handed to the proxy, the
+// target name is resolved with Config.Resolver and refused if any address is
+// blocked; the proxy's own address is always dialable, even if private.
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultUserAgent is sent when Config.UserAgent is empty.
+const DefaultUserAgent = "MisskeyMediaProxy"
+
+// Config configures a Client. Zero fields take the documented defaults.
+type Config struct {
+	UserAgent       string         // sent on every request; default DefaultUserAgent
+	MaxSize         int64          // bytes; default 250 << 20 when 0
+	ConnectTimeout  time.Duration  // DNS + TCP connect + TLS handshake; default 30s
+	ResponseTimeout time.Duration  // from request sent to response headers; default 30s
+	Timeout         time.Duration  // whole fetch including reading the body; default 60s
+	MaxRedirects    int            // default 10 when 0; negative disables redirects
+	AllowedPrivate  []netip.Prefix // ranges exempt from the SSRF block (MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS)
+	// Proxy chooses a proxy per request; default http.ProxyFromEnvironment
+	// (HTTP_PROXY, HTTPS_PROXY, NO_PROXY). Use NoProxy to disable.
+	Proxy func(*http.Request) (*url.URL, error)
+	// Resolver looks up host names; default net.DefaultResolver. Tests inject
+	// their own.
+	Resolver Resolver
+	// TLSClientConfig is optional; nil means system roots and defaults.
+	TLSClientConfig *tls.Config
+}
+
+func (cfg Config) withDefaults() Config {
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = DefaultUserAgent
+	}
+	if cfg.MaxSize <= 0 {
+		cfg.MaxSize = 250 << 20
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 30 * time.Second
+	}
+	if cfg.ResponseTimeout <= 0 {
+		cfg.ResponseTimeout = 30 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 60 * time.Second
+	}
+	switch {
+	case cfg.MaxRedirects == 0:
+		cfg.MaxRedirects = 10
+	case cfg.MaxRedirects < 0:
+		cfg.MaxRedirects = 0
+	}
+	if cfg.Proxy == nil {
+		cfg.Proxy = http.ProxyFromEnvironment
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	allow := make([]netip.Prefix, len(cfg.AllowedPrivate))
+	for i, p := range cfg.AllowedPrivate {
+		allow[i] = p.Masked()
+	}
+	cfg.AllowedPrivate = allow
+	return cfg
+}
+
+// Client fetches remote media. It is safe for concurrent use; create one and
+// share it so that connections are reused.
+type Client struct {
+	cfg    Config
+	policy policy
+	tr     *http.Transport
+	hc     *http.Client
+}
+
+// New returns a Client for cfg.
+func New(cfg Config) *Client {
+	c := &Client{cfg: cfg.withDefaults()}
+	c.policy = policy{allow: c.cfg.AllowedPrivate}
+	var tlsConf *tls.Config
+	if cfg.TLSClientConfig != nil {
+		tlsConf = cfg.TLSClientConfig.Clone()
+	}
+	c.tr = &http.Transport{
+		Proxy:                  c.proxy,
+		DialContext:            c.dialContext,
+		TLSClientConfig:        tlsConf,
+		TLSHandshakeTimeout:    c.cfg.ConnectTimeout,
+		ResponseHeaderTimeout:  c.cfg.ResponseTimeout,
+		DisableCompression:     true, // pass bytes through untouched
+		ForceAttemptHTTP2:      true, // custom DialContext would otherwise disable h2
+		MaxIdleConns:           100,
+		MaxIdleConnsPerHost:    8,
+		IdleConnTimeout:        90 * time.Second,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+	c.hc = &http.Client{
+		Transport:     c.tr,
+		CheckRedirect: c.checkRedirect,
+		// No Jar: never send or store cookies.
+	}
+	return c
+}
+
+// CloseIdleConnections closes pooled keep-alive connections.
+func (c *Client) CloseIdleConnections() { c.tr.CloseIdleConnections() }
+
+// Response is a successful (2xx) remote response.
+type Response struct {
+	// Body is bounded by MaxSize (reading past it returns an error wrapping
+	// ErrTooLarge) and by the overall Timeout. Read errors are *Error values.
+	Body          io.ReadCloser
+	ContentLength int64       // -1 when unknown
+	Header        http.Header // remote headers; never trust Content-Type
+	URL           *url.URL    // final URL after redirects
+}
+
+// Get fetches rawURL. On success the caller must Close the Response body;
+// closing it also releases the overall timeout. Errors are *Error values
+// carrying the status the proxy should answer with (see StatusOf).
+func (c *Client) Get(ctx context.Context, rawURL string) (*Response, error) {
+	u, err := parseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx = context.WithValue(ctx, stateKey{}, &fetchState{})
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		cancel()
+		return nil, badURL("building request", err)
+	}
+	req.Header.Set("User-Agent", c.cfg.UserAgent)
+	req.Header.Set("Accept", "*/*")
+
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if resp != nil { // CheckRedirect failures return the last response too
+			resp.Body.Close()
+		}
+		// url.Error repeats the URL, query and all; we name it once, redacted.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		e := classify(ctx, "fetch "+redact(u), err)
+		cancel()
+		return nil, e
+	}
+	if e := checkStatus(resp); e != nil {
+		resp.Body.Close()
+		cancel()
+		return nil, e
+	}
+	if resp.ContentLength > c.cfg.MaxSize {
+		resp.Body.Close()
+		cancel()
+		return nil, tooLarge(c.cfg.MaxSize)
+	}
+	return &Response{
+		Body: &body{
+			rc:        resp.Body,
+			ctx:       ctx,
+			cancel:    cancel,
+			limit:     c.cfg.MaxSize,
+			remaining: c.cfg.MaxSize,
+		},
+		ContentLength: resp.ContentLength,
+		Header:        resp.Header,
+		URL:           resp.Request.URL,
+	}, nil
+}
+
+// Fetch reads the whole body (bounded by MaxSize) into memory. The returned
+// Response's Body has already been consumed and closed; it is http.NoBody.
+func (c *Client) Fetch(ctx context.Context, rawURL string) ([]byte, *Response, error) {
+	resp, err := c.Get(ctx, rawURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	body := resp.Body
+	defer body.Close()
+	var buf bytes.Buffer
+	if resp.ContentLength > 0 { // already checked against MaxSize
+		buf.Grow(int(resp.ContentLength))
+	}
+	if _, err := buf.ReadFrom(body); err != nil {
+		return nil, nil, err
+	}
+	resp.Body = http.NoBody
+	return buf.Bytes(), resp, nil
+}
+
+func checkStatus(resp *http.Response) *Error {
+	code := resp.StatusCode
+	msg := "remote returned " + resp.Status
+	switch {
+	case code >= 200 && code <= 299:
+		return nil
+	case code >= 400 && code <= 499:
+		return &Error{Status: code, Msg: msg, Err: ErrRemoteStatus}
+	default: // 5xx, and 1xx/3xx we could not follow
+		return &Error{Status: http.StatusBadGateway, Msg: msg, Err: ErrRemoteStatus}
+	}
+}
+
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > c.cfg.MaxRedirects {
+		return &Error{
+			Status: http.StatusBadGateway,
+			Msg:    fmt.Sprintf("stopped after %d redirects", c.cfg.MaxRedirects),
+			Err:    ErrTooManyRedirects,
+		}
+	}
+	if err := validateURL(req.URL); err != nil {
+		return &Error{Status: http.StatusForbidden, Msg: "refusing redirect to " + redact(req.URL), Err: err}
+	}
+	// Don't tell the next hop where we came from.
+	req.Header.Del("Referer")
+	return nil
+}
+
+// parseURL accepts only absolute http(s) URLs with a plain host.
+func parseURL(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, badURL("empty URL", nil)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, badURL("parsing URL", err)
+	}
+	if err := validateURL(u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+func validateURL(u *url.URL) *Error {
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return badURL(fmt.Sprintf("unsupported scheme %q", u.Scheme), nil)
+	}
+	if u.Opaque != "" {
+		return badURL("URL is not hierarchical", nil)
+	}
+	// http://allowed@127.0.0.1/ style confusion, and we never send credentials.
+	if u.User != nil {
+		return badURL("URL must not contain user info", nil)
+	}
+	host := u.Hostname()
+	if host == "" {
+		return badURL("URL has no host", nil)
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil // canonical IP literal; the dial hook decides
+	}
+	if strings.Contains(host, ":") {
+		return badURL("invalid IPv6 host", nil)
+	}
+	if endsInNumber(host) {
+		// 127.1, 2130706433, 0x7f000001, 0177.0.0.1: legacy inet_aton forms
+		// that some resolvers turn into loopback. No real name looks like this.
+		return badURL(fmt.Sprintf("non-canonical IPv4 host %q", host), nil)
+	}
+	return nil
+}
+
+// endsInNumber reports whether the last label of host is numeric (decimal or
+// 0x-hex), which the WHATWG URL standard treats as an IPv4 address.
+func endsInNumber(host string) bool {
+	host = strings.TrimSuffix(host, ".")
+	last := host[strings.LastIndexByte(host, '.')+1:]
+	if last == "" {
+		return false
+	}
+	if rest, ok := strings.CutPrefix(strings.ToLower(last), "0x"); ok {
+		return strings.Trim(rest, "0123456789abcdef") == ""
+	}
+	return strings.Trim(last, "0123456789") == ""
+}
+
+// redact drops the query and fragment, which may carry tokens, from URLs
+// that end up in error messages.
+func redact(u *url.URL) string {
+	r := *u
+	r.User = nil
+	r.RawQuery, r.ForceQuery, r.Fragment, r.RawFragment = "", false, "", ""
+	return r.String()
+}
+
+// body enforces MaxSize and maps read errors to *Error.
+type body struct {
+	rc        io.ReadCloser
+	ctx       context.Context
+	cancel    context.CancelFunc
+	limit     int64
+	remaining int64
+	err       error // sticky
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	// Read one byte beyond the limit so an exactly-MaxSize body is not an error.
+	if int64(len(p)) > b.remaining {
+		p = p[:b.remaining+1]
+	}
+	n, err := b.rc.Read(p)
+	if int64(n) > b.remaining {
+		n = int(b.remaining)
+		b.remaining = 0
+		b.err = tooLarge(b.limit)
+		return n, b.err
+	}
+	b.remaining -= int64(n)
+	if err != nil && err != io.EOF {
+		b.err = classify(b.ctx, "reading response body", err)
+		return n, b.err
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	err := b.rc.Close()
+	b.cancel()
+	return err
+}

@@ -1,0 +1,123 @@
+package vips
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/misskey-lambda/media-proxy/shared/testmedia"
+)
+
+func webp(t *testing.T, im *Image) []byte {
+	t.Helper()
+	b, err := im.WebP(WebPOptions{Quality: 77, AlphaQuality: 95, Effort: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestThumbnailKeepsAnimation(t *testing.T) {
+	src := testmedia.GIF(256, 256, 12)
+	im, err := Thumbnail(src, Fit{Width: 4096, Height: 128, AllPages: true, FailOn: FailOnTruncated})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	out := webp(t, im)
+	if !bytes.HasPrefix(out, []byte("RIFF")) || string(out[8:12]) != "WEBP" {
+		t.Fatalf("output is not WebP: % x", out[:12])
+	}
+	h, err := Header(out, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if h.Width() != 128 || h.PageHeight() != 128 || h.Pages() != 12 {
+		t.Errorf("got %dx%d x %d frames, want 128x128 x 12", h.Width(), h.PageHeight(), h.Pages())
+	}
+	if d := h.Delays(); len(d) != 12 || d[0] != 40 {
+		t.Errorf("delays = %v, want 12 frames starting at 40 ms", d)
+	}
+}
+
+func TestThumbnailFirstPageOnly(t *testing.T) {
+	im, err := Thumbnail(testmedia.GIF(100, 50, 5), Fit{Width: 498, Height: 422, FailOn: FailOnTruncated})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if im.Pages() != 1 || im.Width() != 100 || im.Height() != 50 {
+		t.Errorf("got %dx%d x %d pages, want 100x50 x 1 (no enlargement)", im.Width(), im.Height(), im.Pages())
+	}
+}
+
+func TestThumbnailRefusesTruncated(t *testing.T) {
+	src := testmedia.Truncate(testmedia.JPEG(800, 600, 90), 4000)
+	im, err := Thumbnail(src, Fit{Width: 4096, Height: 128, FailOn: FailOnTruncated})
+	if err == nil {
+		defer im.Close()
+		_, err = im.WebP(WebPOptions{Quality: 77, AlphaQuality: 95, Effort: 2})
+	}
+	if err == nil {
+		t.Fatal("a truncated JPEG converted without error")
+	}
+}
+
+func TestHeaderDoesNotDecode(t *testing.T) {
+	h, err := Header(testmedia.PNGBomb(65536, 65536), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if h.Width() != 65536 || h.Height() != 65536 {
+		t.Errorf("header says %dx%d", h.Width(), h.Height())
+	}
+}
+
+func TestBlockedLoader(t *testing.T) {
+	// TIFF is a libvips format, but not one this proxy lets libvips load.
+	tiff := []byte("II*\x00\x08\x00\x00\x00\x00\x00")
+	if h, err := Header(tiff, false); err == nil {
+		h.Close()
+		t.Fatal("TIFF loader is not blocked")
+	}
+}
+
+func TestBadge(t *testing.T) {
+	im, err := Thumbnail(testmedia.PNG(300, 200), Fit{Width: 96, Height: 96, Enlarge: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	b, entropy, err := im.Badge(96, 1.75)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Width() != 96 || b.Height() != 96 || b.Bands() != 2 {
+		t.Errorf("badge is %dx%d with %d bands", b.Width(), b.Height(), b.Bands())
+	}
+	if entropy < 0.1 {
+		t.Errorf("entropy %.3f for a detailed image", entropy)
+	}
+}
+
+func TestFromRGBA(t *testing.T) {
+	pix := make([]byte, 4*10*20)
+	im, err := FromRGBA(pix, 10, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	th, err := im.Thumbnail(Fit{Width: 5, Height: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.Close()
+	if th.Width() != 3 || th.Height() != 5 {
+		t.Errorf("got %dx%d, want 3x5", th.Width(), th.Height())
+	}
+	if _, err := FromRGBA(pix, 100, 100); err == nil {
+		t.Error("FromRGBA accepted a short buffer")
+	}
+}
