@@ -7,3 +7,5 @@ require (
 	golang.org/x/image v0.47.0
 	golang.org/x/sync v0.25.0
 )
+
+require github.com/aws/aws-lambda-go v1.55.1 // indirect

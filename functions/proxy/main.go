@@ -1,5 +1,6 @@
 // Command proxy serves the media proxy: as a plain HTTP server on PORT, or,
-// when started by AWS Lambda, as a Function URL handler.
+// when started by AWS Lambda, as a Function URL handler (build with
+// -tags lambda.norpc for the provided.al2023 runtime).
 package main
 
 import (
@@ -12,7 +13,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambda"
+
 	"github.com/misskey-lambda/media-proxy/shared/config"
+	"github.com/misskey-lambda/media-proxy/shared/functionurl"
 	"github.com/misskey-lambda/media-proxy/shared/service"
 )
 
@@ -34,6 +38,12 @@ func run() error {
 	svc, err := service.New(ctx, cfg, log)
 	if err != nil {
 		return err
+	}
+
+	if cfg.OnLambda {
+		// The Lambda runtime owns the process from here on.
+		lambda.StartWithOptions(functionurl.Handler(svc.Handler, log), lambda.WithContext(ctx))
+		return nil
 	}
 
 	srv := &http.Server{

@@ -19,7 +19,9 @@ import (
 
 // Config is every setting, parsed.
 type Config struct {
-	Port string
+	// OnLambda is set when AWS Lambda started the process.
+	OnLambda bool
+	Port     string
 	// Store is "dir:<path>", "s3://<bucket>/<prefix>" or "none".
 	Store string
 	// Queue is "local", an SQS queue URL, or "none".
@@ -88,16 +90,16 @@ func Load(getenv func(string) string) (Config, error) {
 	if e.err != nil {
 		return Config{}, e.err
 	}
-	onLambda := getenv("AWS_LAMBDA_RUNTIME_API") != ""
+	c.OnLambda = getenv("AWS_LAMBDA_RUNTIME_API") != ""
 	if c.Store == "" {
-		if onLambda {
+		if c.OnLambda {
 			return Config{}, fmt.Errorf("MEDIA_PROXY_STORE must be set on Lambda (s3://bucket/prefix or none)")
 		}
 		c.Store = "dir:" + defaultStoreDir()
 	}
 	if c.Queue == "" {
 		c.Queue = "local"
-		if onLambda {
+		if c.OnLambda {
 			c.Queue = "none"
 		}
 	}

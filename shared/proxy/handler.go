@@ -45,9 +45,10 @@ var DefaultHeaders = Headers{
 const (
 	cacheSuccess = "max-age=31536000, immutable"
 	cacheError   = "max-age=300"
-	// storeTimeout bounds a store write on the request path: a slow
+	// Store calls on the request path are bounded: a slow or unreachable
 	// store degrades caching, never the answer.
-	storeTimeout = 10 * time.Second
+	lookupTimeout = 2 * time.Second
+	storeTimeout  = 10 * time.Second
 )
 
 // Config wires a Handler.
@@ -57,6 +58,10 @@ type Config struct {
 	Store   store.Store
 	Headers Headers
 	Logger  *slog.Logger
+	// InlineLimit is the largest body answered directly; larger ones are
+	// stored and answered from the store (a redirect, for S3). 0 means no
+	// limit. On Lambda it keeps every response under the payload limit.
+	InlineLimit int64
 }
 
 // Handler serves the proxy's query API.
@@ -68,6 +73,7 @@ type Handler struct {
 	log         *slog.Logger
 	group       singleflight.Group
 	placeholder []byte
+	inlineLimit int64
 }
 
 // New returns a Handler.
@@ -78,6 +84,7 @@ func New(cfg Config) *Handler {
 		headers:     cfg.Headers,
 		log:         cfg.Logger,
 		placeholder: placeholderPNG(),
+		inlineLimit: cfg.InlineLimit,
 	}
 	if h.store == nil {
 		h.store = store.None{}
@@ -194,23 +201,31 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, rec *record, src
 	key := variant.Key(norm, kind)
 	failKey := variant.FailureKey(norm, kind)
 
-	if e, err := h.store.Lookup(ctx, key); err == nil {
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	e, err := h.store.Lookup(lctx, key)
+	cancel()
+	switch {
+	case err == nil:
 		rec.outcome = "hit"
 		h.writeEntry(w, r, rec, e)
 		return
-	} else if !errors.Is(err, store.ErrNotFound) {
+	case !errors.Is(err, store.ErrNotFound):
 		h.log.Warn("store lookup failed; answering without the cache", "request_id", rec.id, "key", key, "err", err)
-	}
-	if status, err := h.store.Failure(ctx, failKey); err == nil {
-		rec.outcome = "failure-memory"
-		h.writeError(w, r, rec, status, fallback)
-		return
+	default:
+		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		status, err := h.store.Failure(lctx, failKey)
+		cancel()
+		if err == nil {
+			rec.outcome = "failure-memory"
+			h.writeError(w, r, rec, status, fallback)
+			return
+		}
 	}
 	rec.outcome = "miss"
 
 	// Without a store a large passthrough can only be streamed to the
 	// one client that asked, so it cannot be shared.
-	if h.noStore && kind == variant.Original {
+	if h.noStore && kind == variant.Original && h.inlineLimit == 0 {
 		res, err := h.pipeline.Produce(ctx, src, kind)
 		if err != nil {
 			h.fail(w, r, rec, failKey, err, fallback)
@@ -245,15 +260,25 @@ func (h *Handler) produce(ctx context.Context, rec *record, src *url.URL, kind v
 	rec.fetch, rec.transform, rec.bytesIn = res.Fetch, res.Transform, res.BytesIn
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	if res.Data != nil {
+	if res.Data != nil && (h.inlineLimit == 0 || int64(len(res.Data)) <= h.inlineLimit) {
+		// Stored before answering: on Lambda nothing may run after the
+		// response, as the process is frozen.
 		if err := h.store.Put(sctx, key, res.Meta, bytes.NewReader(res.Data)); err != nil {
 			h.log.Warn("store write failed; answering without caching", "request_id", rec.id, "key", key, "err", err)
 		}
 		return &produced{res: res}, nil
 	}
-	// A large passthrough goes into the store and is served from there.
-	defer res.Close()
-	if err := h.store.Put(ctx, key, res.Meta, res.Body); err != nil {
+	// Too large to answer directly: it goes into the store and is served
+	// from there.
+	body := io.Reader(bytes.NewReader(res.Data))
+	if res.Data == nil {
+		defer res.Close()
+		body = res.Body
+	}
+	if h.noStore {
+		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: errors.New("body over the inline limit and no store to serve it from")}
+	}
+	if err := h.store.Put(ctx, key, res.Meta, body); err != nil {
 		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("store large body: %w", err)}
 	}
 	e, err := h.store.Lookup(sctx, key)

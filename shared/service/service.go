@@ -11,6 +11,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/config"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
+	"github.com/misskey-lambda/media-proxy/shared/functionurl"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/proxy"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -18,9 +19,9 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/vips"
 )
 
-// InlineLimit is the largest passthrough body held in memory; larger ones
-// stream.
-const InlineLimit = 8 << 20
+// passthroughInMemory is the largest passthrough body held in memory (and
+// given an ETag); larger ones stream.
+const passthroughInMemory = 8 << 20
 
 // Service is the wired proxy.
 type Service struct {
@@ -55,10 +56,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		AllowedPrivate:  cfg.AllowedPrivate,
 	})
 	tr := transform.New(transform.Limits{MaxPixels: cfg.MaxPixels, MaxFrames: cfg.MaxFrames}, cfg.TransformConcurrency)
-	pl := pipeline.New(fetcher, tr, InlineLimit)
+	// On Lambda nothing larger than the buffered payload limit may be
+	// answered directly; elsewhere any size may.
+	var inline int64
+	inMemory := int64(passthroughInMemory)
+	if cfg.OnLambda {
+		inline = functionurl.MaxBody
+		inMemory = functionurl.MaxBody
+	}
+	pl := pipeline.New(fetcher, tr, inMemory)
 	h := proxy.New(proxy.Config{
-		Pipeline: pl,
-		Store:    st,
+		InlineLimit: inline,
+		Pipeline:    pl,
+		Store:       st,
 		Headers: proxy.Headers{
 			ContentSecurityPolicy: cfg.ContentSecurityPolicy,
 			AllowOrigin:           cfg.AllowOrigin,
