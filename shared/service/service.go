@@ -14,6 +14,7 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/functionurl"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/proxy"
+	"github.com/misskey-lambda/media-proxy/shared/s3store"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/transform"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
@@ -81,12 +82,23 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 }
 
 // OpenStore opens the store MEDIA_PROXY_STORE names.
-func OpenStore(_ context.Context, cfg config.Config) (store.Store, error) {
+func OpenStore(ctx context.Context, cfg config.Config) (store.Store, error) {
 	switch {
 	case cfg.Store == "none":
 		return store.None{}, nil
 	case strings.HasPrefix(cfg.Store, "dir:"):
 		return store.NewDir(strings.TrimPrefix(cfg.Store, "dir:"))
+	case strings.HasPrefix(cfg.Store, "s3://"):
+		bucket, prefix, err := s3store.ParseURL(cfg.Store)
+		if err != nil {
+			return nil, err
+		}
+		return s3store.Open(ctx, s3store.Config{
+			Bucket:        bucket,
+			Prefix:        prefix,
+			PublicBaseURL: cfg.PublicBaseURL,
+			PathStyle:     cfg.S3PathStyle,
+		})
 	}
-	return nil, fmt.Errorf("store %q is not supported yet", cfg.Store)
+	return nil, fmt.Errorf("MEDIA_PROXY_STORE %q is not supported", cfg.Store)
 }
