@@ -100,13 +100,10 @@ func startEmulator(t *testing.T, env map[string]string) *emulator {
 	if err != nil {
 		t.Fatalf("build bootstrap: %v", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, bin)
+	// The emulator also opens a runtime API port, 9001 unless told
+	// otherwise; two emulators (parallel packages) would clash on it.
+	addr, runtimeAddr := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", runtimeAddr, bin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -136,6 +133,16 @@ func startEmulator(t *testing.T, env map[string]string) *emulator {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return &emulator{addr: addr}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // invoke posts a Function URL event and returns the decoded response and
@@ -353,9 +360,7 @@ func TestLambdaWithS3(t *testing.T) {
 
 func TestLambdaWithS3Down(t *testing.T) {
 	s3env := s3FromEnv(t)
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	closed := "http://" + l.Addr().String()
-	l.Close()
+	closed := "http://" + freeAddr(t)
 	o := newLambdaOrigin(t, map[string][]byte{"/e.png": testmedia.PNG(300, 300)})
 	emu := startEmulator(t, map[string]string{
 		"MEDIA_PROXY_STORE":                    "s3://nowhere/",

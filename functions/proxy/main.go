@@ -66,5 +66,6 @@ func run() error {
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	return nil
+	// Finish the precompute jobs still queued in process, within the same deadline.
+	return svc.Close(sctx)
 }

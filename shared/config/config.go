@@ -28,6 +28,7 @@ type Config struct {
 	Queue          string
 	PublicBaseURL  string
 	S3PathStyle    bool
+	PresignTTL     time.Duration
 	AllowedPrivate []netip.Prefix
 	MaxSize        int64
 	UserAgent      string
@@ -61,6 +62,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Queue:                 e.str("MEDIA_PROXY_QUEUE", ""),
 		PublicBaseURL:         strings.TrimRight(e.str("MEDIA_PROXY_PUBLIC_BASE_URL", ""), "/"),
 		S3PathStyle:           e.boolean("MEDIA_PROXY_S3_PATH_STYLE", false),
+		PresignTTL:            e.duration("MEDIA_PROXY_PRESIGN_TTL", time.Hour),
 		MaxSize:               e.integer("MEDIA_PROXY_MAX_SIZE", 250<<20),
 		UserAgent:             e.str("MEDIA_PROXY_USER_AGENT", DefaultUserAgent),
 		ConnectTimeout:        e.duration("MEDIA_PROXY_CONNECT_TIMEOUT", 30*time.Second),

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
@@ -49,6 +50,9 @@ const (
 	// store degrades caching, never the answer.
 	lookupTimeout = 2 * time.Second
 	storeTimeout  = 10 * time.Second
+	// enqueueTimeout bounds how long a response may wait for its sibling
+	// jobs to be queued; a queue that slow loses the jobs, not the answer.
+	enqueueTimeout = time.Second
 )
 
 // Config wires a Handler.
@@ -62,6 +66,9 @@ type Config struct {
 	// stored and answered from the store (a redirect, for S3). 0 means no
 	// limit. On Lambda it keeps every response under the payload limit.
 	InlineLimit int64
+	// Precompute, when set, receives jobs for the siblings of a variant
+	// produced on a cache miss (see variant.Kind.Siblings).
+	Precompute jobs.Enqueuer
 }
 
 // Handler serves the proxy's query API.
@@ -74,6 +81,7 @@ type Handler struct {
 	group       singleflight.Group
 	placeholder []byte
 	inlineLimit int64
+	precompute  jobs.Enqueuer
 }
 
 // New returns a Handler.
@@ -85,6 +93,7 @@ func New(cfg Config) *Handler {
 		log:         cfg.Logger,
 		placeholder: placeholderPNG(),
 		inlineLimit: cfg.InlineLimit,
+		precompute:  cfg.Precompute,
 	}
 	if h.store == nil {
 		h.store = store.None{}
@@ -253,6 +262,7 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, rec *record, src
 }
 
 func (h *Handler) produce(ctx context.Context, rec *record, src *url.URL, kind variant.Kind, key string) (*produced, error) {
+	defer h.enqueueSiblings(ctx, rec, src, kind)()
 	res, err := h.pipeline.Produce(ctx, src, kind)
 	if err != nil {
 		return nil, err
@@ -286,6 +296,28 @@ func (h *Handler) produce(ctx context.Context, rec *record, src *url.URL, kind v
 		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("read back large body: %w", err)}
 	}
 	return &produced{entry: e}, nil
+}
+
+// enqueueSiblings queues jobs for kind's siblings while the variant itself
+// is produced, and returns a func that waits for the enqueue: on Lambda
+// nothing may run after the response, as the process is frozen. A failed
+// enqueue costs only the precompute, never the request.
+func (h *Handler) enqueueSiblings(ctx context.Context, rec *record, src *url.URL, kind variant.Kind) (wait func()) {
+	siblings := kind.Siblings()
+	// Without a store a precomputed variant would have nowhere to go.
+	if h.precompute == nil || h.noStore || len(siblings) == 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ectx, cancel := context.WithTimeout(ctx, enqueueTimeout)
+		defer cancel()
+		if err := h.precompute.Enqueue(ectx, jobs.For(src, siblings)); err != nil {
+			h.log.Warn("precompute enqueue failed", "request_id", rec.id, "url", rec.source, "variant", rec.kind, "err", err)
+		}
+	}()
+	return func() { <-done }
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rec *record, failKey string, err error, fallback bool) {

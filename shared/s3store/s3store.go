@@ -33,7 +33,9 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultPresignTTL = 6 * time.Hour
+	// An hour stays inside the life of Lambda's role credentials, whose
+	// expiry the SDK cannot see (they arrive as environment variables).
+	DefaultPresignTTL = time.Hour
 	DefaultPartSize   = 8 << 20
 )
 
@@ -86,7 +88,7 @@ type Config struct {
 	// PathStyle (MEDIA_PROXY_S3_PATH_STYLE) addresses the bucket in the
 	// path, for S3-compatible servers.
 	PathStyle bool
-	// PresignTTL is how long presigned URLs live (default 6h), never past
+	// PresignTTL is how long presigned URLs live (default 1h), never past
 	// the signing credentials' expiry.
 	PresignTTL time.Duration
 	// PartSize is the multipart part size (default 8 MiB, at least 5 MiB).

@@ -12,6 +12,7 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/config"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/functionurl"
+	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/proxy"
 	"github.com/misskey-lambda/media-proxy/shared/s3store"
@@ -31,6 +32,10 @@ type Service struct {
 	Pipeline *pipeline.Pipeline
 	Handler  *proxy.Handler
 	Logger   *slog.Logger
+	// Runner executes precompute jobs; Queue receives them (nil when
+	// MEDIA_PROXY_QUEUE is none). See queue.go.
+	Runner *jobs.Runner
+	Queue  jobs.Enqueuer
 }
 
 // NewLogger returns the JSON logger every entry point uses: one line per
@@ -66,7 +71,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		inMemory = functionurl.MaxBody
 	}
 	pl := pipeline.New(fetcher, tr, inMemory)
+	runner := &jobs.Runner{Producer: pl, Store: st}
+	queue, err := OpenQueue(ctx, cfg, runner, log)
+	if err != nil {
+		return nil, err
+	}
 	h := proxy.New(proxy.Config{
+		Precompute:  queue,
 		InlineLimit: inline,
 		Pipeline:    pl,
 		Store:       st,
@@ -78,7 +89,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		},
 		Logger: log,
 	})
-	return &Service{Config: cfg, Store: st, Pipeline: pl, Handler: h, Logger: log}, nil
+	return &Service{Config: cfg, Store: st, Pipeline: pl, Handler: h, Logger: log, Runner: runner, Queue: queue}, nil
 }
 
 // OpenStore opens the store MEDIA_PROXY_STORE names.
@@ -98,6 +109,7 @@ func OpenStore(ctx context.Context, cfg config.Config) (store.Store, error) {
 			Prefix:        prefix,
 			PublicBaseURL: cfg.PublicBaseURL,
 			PathStyle:     cfg.S3PathStyle,
+			PresignTTL:    cfg.PresignTTL,
 		})
 	}
 	return nil, fmt.Errorf("MEDIA_PROXY_STORE %q is not supported", cfg.Store)

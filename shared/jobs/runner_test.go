@@ -1,0 +1,233 @@
+package jobs_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/misskey-lambda/media-proxy/shared/jobs"
+	"github.com/misskey-lambda/media-proxy/shared/jobs/jobstest"
+	"github.com/misskey-lambda/media-proxy/shared/store"
+	"github.com/misskey-lambda/media-proxy/shared/testmedia"
+	"github.com/misskey-lambda/media-proxy/shared/variant"
+)
+
+// fixture is a runner on the real pipeline and an on-disk store, and a
+// loopback origin.
+type fixture struct {
+	runner *jobs.Runner
+	store  store.Store
+	origin *jobstest.Origin
+}
+
+func newFixture(t *testing.T, env map[string]string) *fixture {
+	log, _ := jobstest.NewLogs(t)
+	svc := jobstest.Service(t, env, log)
+	return &fixture{runner: svc.Runner, store: svc.Store, origin: jobstest.NewOrigin(t)}
+}
+
+func (f *fixture) read(t *testing.T, j jobs.Job) (*store.Entry, []byte) {
+	t.Helper()
+	key, err := j.Key()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := f.store.Lookup(context.Background(), key)
+	if err != nil {
+		t.Fatalf("lookup %s: %v", key, err)
+	}
+	r, err := e.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, b
+}
+
+func (f *fixture) failure(t *testing.T, j jobs.Job) int {
+	t.Helper()
+	u, _ := url.Parse(j.URL)
+	status, err := f.store.Failure(context.Background(), variant.FailureKey(variant.NormalizeURL(u), j.Variant))
+	if errors.Is(err, store.ErrNotFound) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status
+}
+
+func TestRunnerDoneThenSkipped(t *testing.T) {
+	f := newFixture(t, nil)
+	j := jobs.Job{URL: f.origin.Add("/anim.gif", testmedia.GIF(64, 48, 3)), Variant: variant.EmojiStatic}
+
+	rep, err := f.runner.Run(context.Background(), j)
+	if err != nil || rep.Outcome != jobs.Done || rep.Status != http.StatusOK {
+		t.Fatalf("first run: %+v, %v", rep, err)
+	}
+	if rep.Bytes <= 0 || rep.BytesIn != int64(len(testmedia.GIF(64, 48, 3))) {
+		t.Errorf("report sizes: %+v", rep)
+	}
+	e, first := f.read(t, j)
+	if e.ContentType != "image/webp" || e.ETag == "" {
+		t.Errorf("stored meta %+v", e.Meta)
+	}
+
+	// Idempotent: a second delivery of the same job finds the object and
+	// leaves it as it was, without fetching.
+	rep, err = f.runner.Run(context.Background(), j)
+	if err != nil || rep.Outcome != jobs.Skipped {
+		t.Fatalf("second run: %+v, %v", rep, err)
+	}
+	if hits := f.origin.Hits("/anim.gif"); hits != 1 {
+		t.Errorf("origin hit %d times, want 1", hits)
+	}
+	_, second := f.read(t, j)
+	if !bytes.Equal(first, second) {
+		t.Error("object changed on the second run")
+	}
+}
+
+func TestRunnerPermanentFailures(t *testing.T) {
+	f := newFixture(t, map[string]string{"MEDIA_PROXY_MAX_SIZE": "20000"})
+	for _, c := range []struct {
+		name   string
+		file   jobstest.File
+		kind   variant.Kind
+		status int
+	}{
+		{"gone", jobstest.File{Status: http.StatusNotFound, Body: []byte("no")}, variant.EmojiStatic, http.StatusNotFound},
+		{"remote-forbidden", jobstest.File{Status: http.StatusForbidden, Body: []byte("no")}, variant.Emoji, http.StatusForbidden},
+		{"refused-type", jobstest.File{Body: testmedia.HTML()}, variant.Original, http.StatusForbidden},
+		{"not-an-image", jobstest.File{Body: testmedia.PDF()}, variant.Emoji, http.StatusNotFound},
+		{"too-large", jobstest.File{Body: testmedia.PNG(256, 256)}, variant.Emoji, http.StatusRequestEntityTooLarge},
+		{"undecodable", jobstest.File{Body: testmedia.Truncate(testmedia.PNG(64, 64), 200)}, variant.Emoji, http.StatusUnprocessableEntity},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := "/" + c.name
+			j := jobs.Job{URL: f.origin.AddFile(path, c.file), Variant: c.kind}
+			rep, err := f.runner.Run(context.Background(), j)
+			if err != nil {
+				t.Fatalf("a permanent failure must not ask for a retry: %v", err)
+			}
+			if rep.Outcome != jobs.Failed || rep.Status != c.status || rep.Err == nil {
+				t.Fatalf("report %+v, want failed with %d", rep, c.status)
+			}
+			if got := f.failure(t, j); got != c.status {
+				t.Errorf("remembered failure %d, want %d", got, c.status)
+			}
+			// Remembered: a second delivery does not fetch again.
+			rep, err = f.runner.Run(context.Background(), j)
+			if err != nil || rep.Outcome != jobs.Skipped || rep.Status != c.status {
+				t.Errorf("second run: %+v, %v", rep, err)
+			}
+			if hits := f.origin.Hits(path); hits != 1 {
+				t.Errorf("origin hit %d times, want 1", hits)
+			}
+		})
+	}
+}
+
+func TestRunnerTransientFailures(t *testing.T) {
+	f := newFixture(t, nil)
+	j := jobs.Job{URL: f.origin.AddFile("/flaky.gif", jobstest.File{Status: http.StatusInternalServerError, Body: []byte("oops")}), Variant: variant.EmojiStatic}
+	rep, err := f.runner.Run(context.Background(), j)
+	if err == nil || rep.Outcome != jobs.Retry || rep.Status != http.StatusBadGateway {
+		t.Fatalf("remote 500: %+v, %v; want a retry with 502", rep, err)
+	}
+	if got := f.failure(t, j); got != 0 {
+		t.Errorf("a transient failure was remembered as %d", got)
+	}
+	// Retried later, it succeeds.
+	f.origin.Add("/flaky.gif", testmedia.GIF(32, 32, 2))
+	if rep, err := f.runner.Run(context.Background(), j); err != nil || rep.Outcome != jobs.Done {
+		t.Fatalf("retry: %+v, %v", rep, err)
+	}
+
+	t.Run("rate-limited", func(t *testing.T) {
+		j := jobs.Job{URL: f.origin.AddFile("/busy.gif", jobstest.File{Status: http.StatusTooManyRequests, Body: []byte("slow down")}), Variant: variant.Emoji}
+		if rep, err := f.runner.Run(context.Background(), j); err == nil || rep.Outcome != jobs.Retry {
+			t.Fatalf("remote 429: %+v, %v; want a retry", rep, err)
+		}
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		j := jobs.Job{URL: f.origin.Add("/late.gif", testmedia.GIF(32, 32, 2)), Variant: variant.Emoji}
+		if rep, err := f.runner.Run(ctx, j); err == nil || rep.Outcome != jobs.Retry {
+			t.Fatalf("cancelled: %+v, %v; want a retry", rep, err)
+		}
+		if got := f.failure(t, j); got != 0 {
+			t.Errorf("a cancelled job was remembered as failing with %d", got)
+		}
+	})
+}
+
+// brokenStore fails the calls named.
+type brokenStore struct {
+	store.Store
+	lookup, put bool
+}
+
+var errBroken = errors.New("store unavailable")
+
+func (s brokenStore) Lookup(ctx context.Context, key string) (*store.Entry, error) {
+	if s.lookup {
+		return nil, errBroken
+	}
+	return s.Store.Lookup(ctx, key)
+}
+
+func (s brokenStore) Put(ctx context.Context, key string, m store.Meta, body io.Reader) error {
+	if s.put {
+		return errBroken
+	}
+	return s.Store.Put(ctx, key, m, body)
+}
+
+func TestRunnerStoreErrorsAreTransient(t *testing.T) {
+	f := newFixture(t, nil)
+	j := jobs.Job{URL: f.origin.Add("/a.png", testmedia.PNG(40, 40)), Variant: variant.Emoji}
+	for name, st := range map[string]brokenStore{
+		"lookup": {Store: f.store, lookup: true},
+		"put":    {Store: f.store, put: true},
+	} {
+		r := &jobs.Runner{Producer: f.runner.Producer, Store: st}
+		rep, err := r.Run(context.Background(), j)
+		if !errors.Is(err, errBroken) || rep.Outcome != jobs.Retry {
+			t.Errorf("%s failing: %+v, %v; want a retry", name, rep, err)
+		}
+	}
+}
+
+func TestRunnerStreamsLargePassthrough(t *testing.T) {
+	f := newFixture(t, nil)
+	// Over the pipeline's in-memory limit (8 MB off Lambda): the result is
+	// a stream, which goes into the store as is.
+	body := testmedia.MP4(9 << 20)
+	j := jobs.Job{URL: f.origin.Add("/clip.mp4", body), Variant: variant.Original}
+	rep, err := f.runner.Run(context.Background(), j)
+	if err != nil || rep.Outcome != jobs.Done {
+		t.Fatalf("%+v, %v", rep, err)
+	}
+	e, got := f.read(t, j)
+	if !bytes.Equal(got, body) || e.ContentType != "video/mp4" {
+		t.Errorf("stored %d bytes of %s, want the %d bytes of video/mp4", len(got), e.ContentType, len(body))
+	}
+}
+
+func TestRunnerRefusesBadJob(t *testing.T) {
+	f := newFixture(t, nil)
+	rep, err := f.runner.Run(context.Background(), jobs.Job{URL: "file:///etc/passwd", Variant: variant.Emoji})
+	if err != nil || rep.Outcome != jobs.Failed {
+		t.Fatalf("%+v, %v; want failed, not retried", rep, err)
+	}
+}

@@ -1,0 +1,41 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/misskey-lambda/media-proxy/shared/config"
+	"github.com/misskey-lambda/media-proxy/shared/jobs"
+	"github.com/misskey-lambda/media-proxy/shared/localqueue"
+	"github.com/misskey-lambda/media-proxy/shared/sqsqueue"
+)
+
+// OpenQueue builds where precompute jobs go, as MEDIA_PROXY_QUEUE says:
+// "local" runs them in this process with r, an SQS queue URL sends them to
+// the worker function, "none" (or a store that keeps nothing) drops them,
+// which OpenQueue reports as a nil Enqueuer.
+func OpenQueue(ctx context.Context, cfg config.Config, r *jobs.Runner, log *slog.Logger) (jobs.Enqueuer, error) {
+	switch {
+	case cfg.Queue == "none", cfg.Store == "none":
+		return nil, nil
+	case cfg.Queue == "local":
+		return localqueue.New(r, localqueue.Options{}, log), nil
+	case sqsqueue.IsQueueURL(cfg.Queue):
+		q, err := sqsqueue.Open(ctx, cfg.Queue)
+		if err != nil {
+			return nil, fmt.Errorf("MEDIA_PROXY_QUEUE: %w", err)
+		}
+		return q, nil
+	}
+	return nil, fmt.Errorf("MEDIA_PROXY_QUEUE: want local, none or an SQS queue URL, got %q", cfg.Queue)
+}
+
+// Close lets the in-process queue finish its jobs, by ctx's deadline. The
+// other queues hold nothing in the process.
+func (s *Service) Close(ctx context.Context) error {
+	if q, ok := s.Queue.(*localqueue.Queue); ok {
+		return q.Close(ctx)
+	}
+	return nil
+}
