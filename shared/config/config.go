@@ -48,6 +48,8 @@ type Config struct {
 	AllowMethods          string
 
 	LogLevel slog.Level
+	// Metrics adds CloudWatch EMF fields to log lines ("emf" or "none").
+	Metrics bool
 }
 
 // DefaultUserAgent identifies the proxy to remote servers.
@@ -98,6 +100,15 @@ func Load(getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("MEDIA_PROXY_STORE must be set on Lambda (s3://bucket/prefix or none)")
 		}
 		c.Store = "dir:" + defaultStoreDir()
+	}
+	switch e.str("MEDIA_PROXY_METRICS", "") {
+	case "emf":
+		c.Metrics = true
+	case "none":
+	case "":
+		c.Metrics = c.OnLambda
+	default:
+		return Config{}, fmt.Errorf("MEDIA_PROXY_METRICS: want emf or none")
 	}
 	if c.Queue == "" {
 		c.Queue = "local"

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/misskey-lambda/media-proxy/shared/emf"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -66,6 +67,9 @@ type Config struct {
 	// stored and answered from the store (a redirect, for S3). 0 means no
 	// limit. On Lambda it keeps every response under the payload limit.
 	InlineLimit int64
+	// Metrics adds CloudWatch Embedded Metric Format fields to each
+	// request's log line.
+	Metrics bool
 	// Precompute, when set, receives jobs for the siblings of a variant
 	// produced on a cache miss (see variant.Kind.Siblings).
 	Precompute jobs.Enqueuer
@@ -82,6 +86,7 @@ type Handler struct {
 	placeholder []byte
 	inlineLimit int64
 	precompute  jobs.Enqueuer
+	metrics     bool
 }
 
 // New returns a Handler.
@@ -94,6 +99,7 @@ func New(cfg Config) *Handler {
 		placeholder: placeholderPNG(),
 		inlineLimit: cfg.InlineLimit,
 		precompute:  cfg.Precompute,
+		metrics:     cfg.Metrics,
 	}
 	if h.store == nil {
 		h.store = store.None{}
@@ -119,7 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &record{id: requestID(r), outcome: "none"}
 	h.setCommon(w.Header())
 	h.serve(w, r, rec)
-	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+	attrs := []slog.Attr{
 		slog.String("request_id", rec.id),
 		slog.String("method", r.Method),
 		slog.String("url", rec.source),
@@ -131,6 +137,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.Int64("fetch_ms", rec.fetch.Milliseconds()),
 		slog.Int64("transform_ms", rec.transform.Milliseconds()),
 		slog.Int64("duration_ms", time.Since(start).Milliseconds()),
+	}
+	if h.metrics {
+		attrs = append(attrs, requestMetrics(rec)...)
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// requestMetrics makes the request's log line a CloudWatch EMF record too.
+func requestMetrics(rec *record) []slog.Attr {
+	kind := rec.kind
+	if kind == "" {
+		kind = "none"
+	}
+	return emf.Attrs(time.Now(), "Variant", kind,
+		emf.Metric{Name: "Requests", Unit: emf.Count, Value: 1},
+		emf.Metric{Name: "CacheHit", Unit: emf.Count, Value: emf.Flag(rec.outcome == "hit")},
+		emf.Metric{Name: "CacheMiss", Unit: emf.Count, Value: emf.Flag(rec.outcome == "miss")},
+		emf.Metric{Name: "FailureMemory", Unit: emf.Count, Value: emf.Flag(rec.outcome == "failure-memory")},
+		emf.Metric{Name: "Errors", Unit: emf.Count, Value: emf.Flag(rec.status >= 400)},
+		emf.Metric{Name: "BytesOut", Unit: emf.Bytes, Value: float64(rec.bytesOut)},
+		emf.Metric{Name: "FetchMs", Unit: emf.Milliseconds, Value: float64(rec.fetch.Milliseconds())},
+		emf.Metric{Name: "TransformMs", Unit: emf.Milliseconds, Value: float64(rec.transform.Milliseconds())},
 	)
 }
 

@@ -87,7 +87,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 			AllowHeaders:          cfg.AllowHeaders,
 			AllowMethods:          cfg.AllowMethods,
 		},
-		Logger: log,
+		Logger:  log,
+		Metrics: cfg.Metrics,
 	})
 	return &Service{Config: cfg, Store: st, Pipeline: pl, Handler: h, Logger: log, Runner: runner, Queue: queue}, nil
 }

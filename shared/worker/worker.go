@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/misskey-lambda/media-proxy/shared/emf"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 )
 
@@ -143,6 +144,19 @@ func (h *Handler) handle(ctx context.Context, requestID string, m events.SQSMess
 	if err != nil && rep.Err == nil {
 		rep.Outcome, rep.Err = jobs.Retry, err
 	}
-	jobs.Log(ctx, h.log, m.MessageId, j, rep, attrs...)
+	jobs.Log(ctx, h.log, m.MessageId, j, rep, append(attrs, jobMetrics(j, rep))...)
 	return err != nil
+}
+
+// jobMetrics makes the job's log line a CloudWatch EMF record too (the
+// worker only runs on Lambda).
+func jobMetrics(j jobs.Job, rep jobs.Report) slog.Attr {
+	return slog.Attr{Key: "", Value: slog.GroupValue(emf.Attrs(time.Now(), "Variant", string(j.Variant),
+		emf.Metric{Name: "Jobs", Unit: emf.Count, Value: 1},
+		emf.Metric{Name: "JobRetries", Unit: emf.Count, Value: emf.Flag(rep.Outcome == jobs.Retry)},
+		emf.Metric{Name: "JobFailures", Unit: emf.Count, Value: emf.Flag(rep.Outcome == jobs.Failed)},
+		emf.Metric{Name: "BytesOut", Unit: emf.Bytes, Value: float64(rep.Bytes)},
+		emf.Metric{Name: "FetchMs", Unit: emf.Milliseconds, Value: float64(rep.Fetch.Milliseconds())},
+		emf.Metric{Name: "TransformMs", Unit: emf.Milliseconds, Value: float64(rep.Transform.Milliseconds())},
+	)...)}
 }
