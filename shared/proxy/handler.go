@@ -138,7 +138,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.Int64("transform_ms", rec.transform.Milliseconds()),
 		slog.Int64("duration_ms", time.Since(start).Milliseconds()),
 	}
-	if h.metrics {
+	if h.metrics && rec.kind != "" { // health checks and preflights are not worth a metric
 		attrs = append(attrs, requestMetrics(rec)...)
 	}
 	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
@@ -146,11 +146,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // requestMetrics makes the request's log line a CloudWatch EMF record too.
 func requestMetrics(rec *record) []slog.Attr {
-	kind := rec.kind
-	if kind == "" {
-		kind = "none"
-	}
-	return emf.Attrs(time.Now(), "Variant", kind,
+	return emf.Attrs(time.Now(), "Variant", rec.kind,
 		emf.Metric{Name: "Requests", Unit: emf.Count, Value: 1},
 		emf.Metric{Name: "CacheHit", Unit: emf.Count, Value: emf.Flag(rec.outcome == "hit")},
 		emf.Metric{Name: "CacheMiss", Unit: emf.Count, Value: emf.Flag(rec.outcome == "miss")},

@@ -1,0 +1,831 @@
+package infra
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/awslabs/goformation/v7/cloudformation/iam"
+	"github.com/awslabs/goformation/v7/cloudformation/lambda"
+
+	"github.com/misskey-lambda/media-proxy/shared/config"
+)
+
+// cloudFrontDomain stands for the distribution's domain that scripts/deploy
+// passes as PublicBaseUrl once the distribution exists.
+const cloudFrontDomain = "d111111abcdef8.cloudfront.net"
+
+// functions maps the template's functions to scripts/package's artifacts.
+var functions = map[string]string{"ProxyFunction": "proxy", "WorkerFunction": "worker"}
+
+func defaults() map[string]string { return map[string]string{} }
+
+func function(t *testing.T, r rendered, name string) *lambda.Function {
+	t.Helper()
+	f, err := r.GetLambdaFunctionWithName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func env(t *testing.T, r rendered, name string) map[string]string {
+	t.Helper()
+	f := function(t, r, name)
+	if f.Environment == nil {
+		t.Fatalf("%s has no environment", name)
+	}
+	return f.Environment.Variables
+}
+
+// configDefaults is what the code uses when a variable is unset.
+func configDefaults(t *testing.T) config.Config {
+	t.Helper()
+	cfg, err := config.Load(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestCfnLint(t *testing.T) {
+	// cfn-lint knows every resource's schema; the machine image has it,
+	// a developer laptop may not.
+	lint, err := exec.LookPath("cfn-lint")
+	if err != nil {
+		t.Skip("cfn-lint is not installed; the checks below still run")
+	}
+	out, err := exec.Command(lint, templateFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cfn-lint %s: %v\n%s", templateFile, err, out)
+	}
+}
+
+func TestFunctionsMatchPackage(t *testing.T) {
+	pkg, err := os.ReadFile("../scripts/package")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The artifact layout scripts/package produces.
+	for _, want := range []string{`-o "$out/bootstrap"`, `FUNCTIONS=(proxy worker)`, `arm64 | x86_64)`, `-tags lambda.norpc`} {
+		if !strings.Contains(string(pkg), want) {
+			t.Errorf("scripts/package no longer contains %q; the template relies on that layout", want)
+		}
+	}
+	raw := rawTemplate(t)
+	allowed := mapOf(mapOf(raw["Parameters"])["Architecture"])["AllowedValues"]
+	if fmt.Sprint(allowed) != "[arm64 x86_64]" {
+		t.Errorf("Architecture allows %v, scripts/package builds [arm64 x86_64]", allowed)
+	}
+
+	for _, arch := range []string{"", "arm64", "x86_64"} {
+		params := map[string]string{"ArtifactBucket": "artifacts", "ProxyCodeKey": "p.zip", "WorkerCodeKey": "w.zip"}
+		want := "arm64" // the default: cheaper per GB-second
+		if arch != "" {
+			params["Architecture"] = arch
+			want = arch
+		}
+		r := render(t, params)
+		for name, fn := range functions {
+			f := function(t, r, name)
+			if got := str(f.Runtime); got != "provided.al2023" {
+				t.Errorf("%s runtime %q, want provided.al2023", name, got)
+			}
+			if got := str(f.Handler); got != "bootstrap" {
+				t.Errorf("%s handler %q, want bootstrap", name, got)
+			}
+			if got := str(f.PackageType); got != "Zip" {
+				t.Errorf("%s package type %q, want Zip", name, got)
+			}
+			if !slices.Equal(f.Architectures, []string{want}) {
+				t.Errorf("%s architectures %v, want [%s]", name, f.Architectures, want)
+			}
+			key := map[string]string{"proxy": "p.zip", "worker": "w.zip"}[fn]
+			if f.Code == nil || str(f.Code.S3Bucket) != "artifacts" || str(f.Code.S3Key) != key {
+				t.Errorf("%s code %+v, want s3://artifacts/%s", name, f.Code, key)
+			}
+		}
+	}
+
+	// The container-image fallback runs the same folders from infra/Dockerfile.
+	dockerfile, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := render(t, map[string]string{"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/mmp:1"})
+	for name, fn := range functions {
+		f := function(t, r, name)
+		if str(f.PackageType) != "Image" || f.Runtime != nil || f.Handler != nil || f.Code == nil || f.Code.S3Key != nil ||
+			str(f.Code.ImageUri) == "" {
+			t.Errorf("%s with ImageUri: package %q runtime %v handler %v code %+v", name, str(f.PackageType), f.Runtime, f.Handler, f.Code)
+		}
+		entry := "/var/task/" + fn + "/bootstrap"
+		if f.ImageConfig == nil || !slices.Equal(f.ImageConfig.EntryPoint, []string{entry}) {
+			t.Errorf("%s image entry point %+v, want %s", name, f.ImageConfig, entry)
+		}
+		if copyLine := "COPY dist/${ARCH}/" + fn + "/ /var/task/" + fn + "/"; !strings.Contains(string(dockerfile), copyLine) {
+			t.Errorf("infra/Dockerfile lacks %q", copyLine)
+		}
+	}
+}
+
+// readByCode lists the MEDIA_PROXY_* variables the deployed functions'
+// packages read, from their Go sources (tests excluded).
+func readByCode(t *testing.T) map[string]bool {
+	t.Helper()
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go is not in PATH")
+	}
+	out, err := exec.Command(goCmd, "list", "-deps", "-f",
+		`{{if .Module}}{{if eq .Module.Path "github.com/misskey-lambda/media-proxy"}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{range .CgoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{end}}{{end}}`,
+		"../functions/proxy", "../functions/worker").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	name := regexp.MustCompile(`"(MEDIA_PROXY_[A-Z0-9_]+)"`)
+	vars := map[string]bool{}
+	for _, file := range strings.Fields(string(out)) {
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range name.FindAllStringSubmatch(string(src), -1) {
+			vars[m[1]] = true
+		}
+	}
+	if !vars["MEDIA_PROXY_STORE"] {
+		t.Fatalf("found no MEDIA_PROXY_STORE in %d files; the scan is broken", len(strings.Fields(string(out))))
+	}
+	return vars
+}
+
+// leftToDefaults are the variables the stack deliberately does not set,
+// and why. A variable the code starts reading must be added to the
+// template or here.
+var leftToDefaults = map[string]string{
+	"MEDIA_PROXY_S3_PATH_STYLE":            "AWS S3 uses virtual-hosted addressing",
+	"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "nothing private is reachable or allowed from Lambda",
+	"MEDIA_PROXY_CONNECT_TIMEOUT":          "the defaults fit in the function timeouts (checked below)",
+	"MEDIA_PROXY_RESPONSE_TIMEOUT":         "the defaults fit in the function timeouts (checked below)",
+	"MEDIA_PROXY_FETCH_TIMEOUT":            "the defaults fit in the function timeouts (checked below)",
+	"MEDIA_PROXY_PRESIGN_TTL":              "presigned redirects (no CloudFront) keep the code's default",
+	"MEDIA_PROXY_MAX_PIXELS":               "the code's limits are sized for the default memory",
+	"MEDIA_PROXY_MAX_FRAMES":               "the code's limits are sized for the default memory",
+	"MEDIA_PROXY_TRANSFORM_CONCURRENCY":    "defaults to the vCPUs Lambda gives for the memory size",
+	"MEDIA_PROXY_VIPS_CONCURRENCY":         "libvips' default follows the vCPUs too",
+	"MEDIA_PROXY_WORKER_CONCURRENCY":       "jobs per batch run with the code's default",
+	"MEDIA_PROXY_CSP":                      "the default is the proxy's CSP, also set by CloudFront (checked below)",
+	"MEDIA_PROXY_CORS_ALLOW_ORIGIN":        "the default * matches the Function URL's and CloudFront's CORS",
+	"MEDIA_PROXY_CORS_ALLOW_HEADERS":       "the default * matches the Function URL's and CloudFront's CORS",
+	"MEDIA_PROXY_CORS_ALLOW_METHODS":       "the default matches the Function URL's and CloudFront's CORS",
+	"MEDIA_PROXY_LOG_LEVEL":                "info",
+}
+
+func TestEnvironmentCoversConfig(t *testing.T) {
+	read := readByCode(t)
+	r := render(t, defaults())
+	for _, fn := range []string{"ProxyFunction", "WorkerFunction"} {
+		vars := env(t, r, fn)
+		for v := range read {
+			_, set := vars[v]
+			_, defaulted := leftToDefaults[v]
+			switch {
+			case set && defaulted:
+				t.Errorf("%s sets %s, which leftToDefaults says it leaves alone", fn, v)
+			case !set && !defaulted:
+				t.Errorf("%s: the code reads %s; set it in infra/template.yaml or add it to leftToDefaults with a reason", fn, v)
+			}
+		}
+		for v := range vars {
+			if strings.HasPrefix(v, "MEDIA_PROXY_") && !read[v] {
+				t.Errorf("%s sets %s, which no deployed code reads", fn, v)
+			}
+		}
+	}
+	for v := range leftToDefaults {
+		if !read[v] {
+			t.Errorf("leftToDefaults names %s, which the code no longer reads", v)
+		}
+	}
+
+	// The defaults left alone must fit in the functions' time.
+	cfg := configDefaults(t)
+	for _, p := range []string{"ProxyTimeout", "WorkerTimeout"} {
+		secs, _ := strconv.Atoi(fmt.Sprint(mapOf(mapOf(rawTemplate(t)["Parameters"])[p])["Default"]))
+		if d := time.Duration(secs) * time.Second; d <= cfg.FetchTimeout || d <= cfg.ConnectTimeout+cfg.ResponseTimeout {
+			t.Errorf("%s default %v leaves no time after a fetch (timeout %v)", p, d, cfg.FetchTimeout)
+		}
+	}
+}
+
+func TestEnvironmentValues(t *testing.T) {
+	cfg := configDefaults(t)
+	r := render(t, map[string]string{"PublicBaseUrl": "https://" + cloudFrontDomain})
+	proxy, worker := env(t, r, "ProxyFunction"), env(t, r, "WorkerFunction")
+	for name, vars := range map[string]map[string]string{"proxy": proxy, "worker": worker} {
+		for k, want := range map[string]string{
+			"MEDIA_PROXY_STORE":           "s3://" + refOf("MediaBucket") + "/",
+			"MEDIA_PROXY_PUBLIC_BASE_URL": "https://" + cloudFrontDomain,
+			"MEDIA_PROXY_USER_AGENT":      config.DefaultUserAgent,
+			"MEDIA_PROXY_MAX_SIZE":        strconv.FormatInt(cfg.MaxSize, 10),
+			"MEDIA_PROXY_METRICS":         "emf",    // the dashboard's per-variant graphs
+			"GOMEMLIMIT":                  "819MiB", // 80 % of the default 1024 MB
+		} {
+			if vars[k] != want {
+				t.Errorf("%s %s=%q, want %q", name, k, vars[k], want)
+			}
+		}
+	}
+	if got := proxy["MEDIA_PROXY_QUEUE"]; got != refOf("JobQueue") {
+		t.Errorf("proxy MEDIA_PROXY_QUEUE=%q, want the queue URL %q", got, refOf("JobQueue"))
+	}
+	if got := worker["MEDIA_PROXY_QUEUE"]; got != "none" {
+		t.Errorf("worker MEDIA_PROXY_QUEUE=%q, want none", got)
+	}
+
+	// Metrics cost money per metric; they can be turned off.
+	r = render(t, map[string]string{"Metrics": "none"})
+	if got := env(t, r, "ProxyFunction")["MEDIA_PROXY_METRICS"]; got != "none" {
+		t.Errorf("Metrics=none: MEDIA_PROXY_METRICS=%q", got)
+	}
+
+	// Without the worker there is no queue to send to.
+	r = render(t, map[string]string{"EnableWorker": "false"})
+	if got := env(t, r, "ProxyFunction")["MEDIA_PROXY_QUEUE"]; got != "none" {
+		t.Errorf("without the worker MEDIA_PROXY_QUEUE=%q, want none", got)
+	}
+	// Without CloudFront the proxy has no CDN to redirect to, whatever deploy passed.
+	r = render(t, map[string]string{"EnableCloudFront": "false", "PublicBaseUrl": "https://stale.example"})
+	if got := env(t, r, "ProxyFunction")["MEDIA_PROXY_PUBLIC_BASE_URL"]; got != "" {
+		t.Errorf("without CloudFront MEDIA_PROXY_PUBLIC_BASE_URL=%q, want empty", got)
+	}
+	// A custom domain is known up front: no second deploy pass needed.
+	r = render(t, map[string]string{"DomainName": "media.example.com", "CertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/x"})
+	if got := env(t, r, "ProxyFunction")["MEDIA_PROXY_PUBLIC_BASE_URL"]; got != "https://media.example.com" {
+		t.Errorf("with a custom domain MEDIA_PROXY_PUBLIC_BASE_URL=%q", got)
+	}
+
+	// GOMEMLIMIT is 80 % of every memory size a parameter allows.
+	raw := rawTemplate(t)
+	table := mapOf(mapOf(raw["Mappings"])["GoMemLimit"])
+	for _, p := range []string{"ProxyMemorySize", "WorkerMemorySize"} {
+		for _, v := range mapOf(mapOf(raw["Parameters"])[p])["AllowedValues"].([]any) {
+			mb, _ := strconv.Atoi(fmt.Sprint(v))
+			want := fmt.Sprintf("%dMiB", mb*8/10)
+			if got := mapOf(table[fmt.Sprint(v)])["Value"]; got != want {
+				t.Errorf("GoMemLimit[%v] = %v, want %s", v, got, want)
+			}
+		}
+	}
+	r = render(t, map[string]string{"ProxyMemorySize": "2048", "WorkerMemorySize": "3008"})
+	if got := env(t, r, "ProxyFunction")["GOMEMLIMIT"]; got != "1638MiB" {
+		t.Errorf("proxy at 2048 MB: GOMEMLIMIT=%q", got)
+	}
+	if got := env(t, r, "WorkerFunction")["GOMEMLIMIT"]; got != "2406MiB" {
+		t.Errorf("worker at 3008 MB: GOMEMLIMIT=%q", got)
+	}
+	f := function(t, r, "ProxyFunction")
+	if f.MemorySize == nil || *f.MemorySize != 2048 {
+		t.Errorf("proxy memory %v, want 2048", f.MemorySize)
+	}
+}
+
+// grants lists a role's Allow statements as "action resource" lines.
+func grants(t *testing.T, role *iam.Role) []string {
+	t.Helper()
+	var out []string
+	for _, p := range role.Policies {
+		for _, s := range listOf(mapOf(p.PolicyDocument)["Statement"]) {
+			st := mapOf(s)
+			if st == nil {
+				continue // an !If that resolved to AWS::NoValue
+			}
+			if st["Effect"] != "Allow" {
+				t.Errorf("policy %s has a %v statement; only Allow is expected", p.PolicyName, st["Effect"])
+			}
+			if _, ok := st["NotAction"]; ok {
+				t.Errorf("policy %s uses NotAction", p.PolicyName)
+			}
+			if _, ok := st["NotResource"]; ok {
+				t.Errorf("policy %s uses NotResource", p.PolicyName)
+			}
+			for _, a := range listOf(st["Action"]) {
+				for _, res := range listOf(st["Resource"]) {
+					out = append(out, fmt.Sprint(a)+" "+fmt.Sprint(res))
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func listOf(v any) []any {
+	switch v := v.(type) {
+	case []any:
+		return v
+	case nil:
+		return nil
+	default:
+		return []any{v}
+	}
+}
+
+func TestLeastPrivilege(t *testing.T) {
+	objects := attOf("MediaBucket", "Arn") + "/*"
+	bucket := attOf("MediaBucket", "Arn")
+	queue := attOf("JobQueue", "Arn")
+	s3 := []string{
+		"s3:AbortMultipartUpload " + objects,
+		"s3:GetObject " + objects,
+		"s3:ListBucket " + bucket, // so a HEAD on a missing key answers 404, not 403
+		"s3:PutObject " + objects,
+	}
+	logs := func(group string) []string {
+		return []string{"logs:CreateLogStream " + attOf(group, "Arn"), "logs:PutLogEvents " + attOf(group, "Arn")}
+	}
+	sorted := func(parts ...[]string) []string {
+		all := slices.Concat(parts...)
+		sort.Strings(all)
+		return all
+	}
+	cases := []struct {
+		name   string
+		params map[string]string
+		role   string
+		want   []string
+	}{
+		{"proxy", defaults(), "ProxyRole", sorted(s3, logs("ProxyLogGroup"), []string{"sqs:SendMessage " + queue})},
+		{"proxy without worker", map[string]string{"EnableWorker": "false"}, "ProxyRole", sorted(s3, logs("ProxyLogGroup"))},
+		{"worker", defaults(), "WorkerRole", sorted(s3, logs("WorkerLogGroup"), []string{
+			"sqs:ChangeMessageVisibility " + queue,
+			"sqs:DeleteMessage " + queue,
+			"sqs:GetQueueAttributes " + queue,
+			"sqs:ReceiveMessage " + queue,
+		})},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := render(t, c.params)
+			role, err := r.GetIAMRoleWithName(c.role)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := grants(t, role)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("%s grants\n  %s\nwant exactly\n  %s", c.role, strings.Join(got, "\n  "), strings.Join(c.want, "\n  "))
+			}
+			for _, g := range got {
+				action, resource, _ := strings.Cut(g, " ")
+				if strings.Contains(action, "*") || resource == "*" {
+					t.Errorf("%s grants a wildcard: %s", c.role, g)
+				}
+			}
+			if len(role.ManagedPolicyArns) > 0 {
+				t.Errorf("%s has managed policies %v; its log permissions are explicit", c.role, role.ManagedPolicyArns)
+			}
+			trust, _ := json.Marshal(role.AssumeRolePolicyDocument)
+			if !strings.Contains(string(trust), `"Service":"lambda.amazonaws.com"`) || strings.Count(string(trust), `"Effect"`) != 1 {
+				t.Errorf("%s trust policy %s, want lambda.amazonaws.com only", c.role, trust)
+			}
+		})
+	}
+
+	// Each function runs with its own role and logs to its own group.
+	r := render(t, defaults())
+	for fn, role := range map[string]string{"ProxyFunction": "ProxyRole", "WorkerFunction": "WorkerRole"} {
+		f := function(t, r, fn)
+		if f.Role != attOf(role, "Arn") {
+			t.Errorf("%s role %q, want %s", fn, f.Role, attOf(role, "Arn"))
+		}
+		group := strings.TrimSuffix(role, "Role") + "LogGroup"
+		if f.LoggingConfig == nil || str(f.LoggingConfig.LogGroup) != refOf(group) {
+			t.Errorf("%s logs to %+v, want %s", fn, f.LoggingConfig, group)
+		}
+		lg, err := r.GetLogsLogGroupWithName(group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lg.RetentionInDays == nil || *lg.RetentionInDays != 14 {
+			t.Errorf("%s retention %v, want the default 14 days", group, lg.RetentionInDays)
+		}
+	}
+}
+
+func TestFunctionURL(t *testing.T) {
+	r := render(t, defaults())
+	u, err := r.GetLambdaUrlWithName("ProxyUrl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.AuthType != "NONE" || str(u.InvokeMode) != "BUFFERED" || u.TargetFunctionArn != attOf("ProxyFunction", "Arn") {
+		t.Errorf("Function URL auth %q mode %q target %q", u.AuthType, str(u.InvokeMode), u.TargetFunctionArn)
+	}
+	// The proxy sends its own CORS headers and answers OPTIONS; a Cors block
+	// here would make Lambda add a second Access-Control-Allow-Origin.
+	if u.Cors != nil {
+		t.Errorf("Function URL has a Cors block %+v; the proxy's CORS headers would be duplicated", u.Cors)
+	}
+	if cfg := configDefaults(t); cfg.AllowOrigin != "*" || !strings.Contains(cfg.AllowMethods, "OPTIONS") {
+		t.Errorf("the proxy's CORS (origin %q, methods %q) no longer allows GET, HEAD, OPTIONS from *", cfg.AllowOrigin, cfg.AllowMethods)
+	}
+	// Public access takes both permissions (since October 2025).
+	var urlAccess, invokeAccess bool
+	for name, p := range r.GetAllLambdaPermissionResources() {
+		if p.FunctionName != refOf("ProxyFunction") || p.Principal != "*" {
+			t.Errorf("permission %s: function %q principal %q", name, p.FunctionName, p.Principal)
+		}
+		switch p.Action {
+		case "lambda:InvokeFunctionUrl":
+			urlAccess = str(p.FunctionUrlAuthType) == "NONE"
+		case "lambda:InvokeFunction":
+			// goformation v7.14.9 does not model this property yet.
+			props := mapOf(mapOf(mapOf(r.Raw["Resources"])[name])["Properties"])
+			invokeAccess = props["InvokedViaFunctionUrl"] == true
+		default:
+			t.Errorf("permission %s grants %s", name, p.Action)
+		}
+	}
+	if !urlAccess || !invokeAccess {
+		t.Errorf("public Function URL permissions: InvokeFunctionUrl(NONE)=%v InvokeFunction(via URL)=%v", urlAccess, invokeAccess)
+	}
+	if f := function(t, r, "ProxyFunction"); f.ReservedConcurrentExecutions != nil {
+		t.Errorf("reserved concurrency %d by default; 0 means no cap", *f.ReservedConcurrentExecutions)
+	}
+	r = render(t, map[string]string{"ProxyReservedConcurrency": "20"})
+	if f := function(t, r, "ProxyFunction"); f.ReservedConcurrentExecutions == nil || *f.ReservedConcurrentExecutions != 20 {
+		t.Errorf("reserved concurrency %v, want 20", f.ReservedConcurrentExecutions)
+	}
+}
+
+func TestQueueAndWorker(t *testing.T) {
+	r := render(t, defaults())
+	q, err := r.GetSQSQueueWithName("JobQueue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	redrive := mapOf(q.RedrivePolicy)
+	if redrive["deadLetterTargetArn"] != attOf("DeadLetterQueue", "Arn") || fmt.Sprint(redrive["maxReceiveCount"]) != "5" {
+		t.Errorf("redrive policy %v, want the dead-letter queue after 5 receives", redrive)
+	}
+	worker := function(t, r, "WorkerFunction")
+	if q.VisibilityTimeout == nil || worker.Timeout == nil || *q.VisibilityTimeout < 6**worker.Timeout {
+		t.Errorf("visibility timeout %v < 6 x worker timeout %v", q.VisibilityTimeout, worker.Timeout)
+	}
+	// The same for every timeout the parameter allows.
+	raw := rawTemplate(t)
+	for _, v := range mapOf(mapOf(raw["Parameters"])["WorkerTimeout"])["AllowedValues"].([]any) {
+		secs, _ := strconv.Atoi(fmt.Sprint(v))
+		got, _ := strconv.Atoi(fmt.Sprint(mapOf(mapOf(mapOf(raw["Mappings"])["QueueVisibility"])[fmt.Sprint(v)])["Seconds"]))
+		if got < 6*secs || got > 43200 {
+			t.Errorf("worker timeout %ds: visibility %ds, want at least %d (and SQS' maximum 43200)", secs, got, 6*secs)
+		}
+	}
+
+	esm, err := r.GetLambdaEventSourceMappingWithName("WorkerEvents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if str(esm.EventSourceArn) != attOf("JobQueue", "Arn") || esm.FunctionName != refOf("WorkerFunction") {
+		t.Errorf("event source %q -> %q", str(esm.EventSourceArn), esm.FunctionName)
+	}
+	if !slices.Equal(esm.FunctionResponseTypes, []string{"ReportBatchItemFailures"}) {
+		t.Errorf("function response types %v, want ReportBatchItemFailures", esm.FunctionResponseTypes)
+	}
+	if esm.BatchSize == nil || *esm.BatchSize != 5 || esm.ScalingConfig == nil || esm.ScalingConfig.MaximumConcurrency == nil ||
+		*esm.ScalingConfig.MaximumConcurrency != 2 {
+		t.Errorf("batch size %v, scaling %+v; want the defaults 5 and 2", esm.BatchSize, esm.ScalingConfig)
+	}
+	r = render(t, map[string]string{"WorkerBatchSize": "10", "WorkerMaxConcurrency": "7"})
+	esm, _ = r.GetLambdaEventSourceMappingWithName("WorkerEvents")
+	if *esm.BatchSize != 10 || *esm.ScalingConfig.MaximumConcurrency != 7 {
+		t.Errorf("batch size and concurrency do not follow their parameters")
+	}
+
+	r = render(t, map[string]string{"EnableWorker": "false"})
+	for _, name := range []string{"WorkerFunction", "WorkerRole", "WorkerEvents", "JobQueue", "DeadLetterQueue", "DeadLetterAlarm", "WorkerLogGroup"} {
+		if _, ok := r.Resources[name]; ok {
+			t.Errorf("EnableWorker=false still creates %s", name)
+		}
+	}
+	if _, ok := r.Outputs["QueueUrl"]; ok {
+		t.Error("EnableWorker=false still outputs QueueUrl")
+	}
+}
+
+func TestBucket(t *testing.T) {
+	r := render(t, map[string]string{"VariantRetentionDays": "45"})
+	b, err := r.GetS3BucketWithName("MediaBucket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pab := b.PublicAccessBlockConfiguration
+	if pab == nil || pab.BlockPublicAcls == nil || !*pab.BlockPublicAcls || pab.BlockPublicPolicy == nil || !*pab.BlockPublicPolicy ||
+		pab.IgnorePublicAcls == nil || !*pab.IgnorePublicAcls || pab.RestrictPublicBuckets == nil || !*pab.RestrictPublicBuckets {
+		t.Errorf("public access block %+v, want everything blocked", pab)
+	}
+	if b.BucketEncryption == nil || len(b.BucketEncryption.ServerSideEncryptionConfiguration) != 1 ||
+		b.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.SSEAlgorithm != "AES256" {
+		t.Errorf("encryption %+v, want SSE-S3", b.BucketEncryption)
+	}
+	rules := map[string]string{}
+	for _, rule := range b.LifecycleConfiguration.Rules {
+		if rule.Status != "Enabled" {
+			continue
+		}
+		switch {
+		case rule.ExpirationInDays != nil:
+			rules["expire "+str(rule.Prefix)] = strconv.Itoa(*rule.ExpirationInDays)
+		case rule.AbortIncompleteMultipartUpload != nil:
+			rules["abort "+str(rule.Prefix)] = strconv.Itoa(rule.AbortIncompleteMultipartUpload.DaysAfterInitiation)
+		}
+	}
+	want := map[string]string{"expire v1/": "45", "expire failed/": "1", "abort ": "1"}
+	if fmt.Sprint(rules) != fmt.Sprint(want) {
+		t.Errorf("lifecycle %v, want %v", rules, want)
+	}
+}
+
+func TestCloudFront(t *testing.T) {
+	cfg := configDefaults(t)
+	r := render(t, defaults())
+	d, err := r.GetCloudFrontDistributionWithName("Distribution")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := d.DistributionConfig
+	origins := map[string]string{}
+	for _, o := range dc.Origins {
+		origins[o.Id] = o.DomainName
+		if o.Id == "variants" && str(o.OriginAccessControlId) != attOf("VariantsOriginAccess", "Id") {
+			t.Errorf("bucket origin without origin access control: %+v", o)
+		}
+	}
+	want := map[string]string{
+		"proxy":    refOf("ProxyUrl") + ".lambda-url.us-east-1.on.aws",
+		"variants": attOf("MediaBucket", "RegionalDomainName"),
+	}
+	if fmt.Sprint(origins) != fmt.Sprint(want) {
+		t.Errorf("origins %v, want %v", origins, want)
+	}
+
+	def := dc.DefaultCacheBehavior
+	if def.TargetOriginId != "proxy" || str(def.CachePolicyId) != refOf("ProxyCachePolicy") ||
+		str(def.OriginRequestPolicyId) != refOf("ProxyOriginRequestPolicy") {
+		t.Errorf("default behaviour %+v", def)
+	}
+	cp, _ := r.GetCloudFrontCachePolicyWithName("ProxyCachePolicy")
+	if qs := cp.CachePolicyConfig.ParametersInCacheKeyAndForwardedToOrigin.QueryStringsConfig; qs.QueryStringBehavior != "all" {
+		t.Errorf("cache key query strings %q, want all", qs.QueryStringBehavior)
+	}
+	orp, _ := r.GetCloudFrontOriginRequestPolicyWithName("ProxyOriginRequestPolicy")
+	oc := orp.OriginRequestPolicyConfig
+	if oc.QueryStringsConfig.QueryStringBehavior != "all" {
+		t.Errorf("origin request query strings %q, want all", oc.QueryStringsConfig.QueryStringBehavior)
+	}
+	// Forwarding Host makes the Function URL answer 403.
+	hc := oc.HeadersConfig
+	if hc.HeaderBehavior == "allViewer" || hc.HeaderBehavior == "allViewerAndWhitelistCloudFront" ||
+		slices.ContainsFunc(hc.Headers, func(h string) bool { return strings.EqualFold(h, "host") }) {
+		t.Errorf("origin request policy forwards Host: %+v", hc)
+	}
+
+	if len(dc.CacheBehaviors) != 1 {
+		t.Fatalf("cache behaviours %+v, want one for v1/*", dc.CacheBehaviors)
+	}
+	v1 := dc.CacheBehaviors[0]
+	if v1.PathPattern != "v1/*" || v1.TargetOriginId != "variants" || str(v1.ResponseHeadersPolicyId) != refOf("VariantHeadersPolicy") {
+		t.Errorf("v1/* behaviour %+v", v1)
+	}
+	hp, _ := r.GetCloudFrontResponseHeadersPolicyWithName("VariantHeadersPolicy")
+	hpc := hp.ResponseHeadersPolicyConfig
+	if csp := hpc.SecurityHeadersConfig.ContentSecurityPolicy; csp == nil || csp.ContentSecurityPolicy != cfg.ContentSecurityPolicy || !csp.Override {
+		t.Errorf("variant CSP %+v, want the proxy's %q", csp, cfg.ContentSecurityPolicy)
+	}
+	if c := hpc.CorsConfig; c == nil || !slices.Equal(c.AccessControlAllowOrigins.Items, []string{cfg.AllowOrigin}) || !c.OriginOverride {
+		t.Errorf("variant CORS %+v, want origin %s", c, cfg.AllowOrigin)
+	}
+
+	// Only this distribution may read the bucket, and only variants.
+	bp, _ := r.GetS3BucketPolicyWithName("MediaBucketPolicy")
+	policy := jsonText(bp.PolicyDocument)
+	for _, s := range []string{`"Service":"cloudfront.amazonaws.com"`, `"Resource":"<MediaBucket.Arn>/v1/*"`,
+		`"AWS:SourceArn":"arn:aws:cloudfront::123456789012:distribution/<Distribution>"`} {
+		if !strings.Contains(policy, s) {
+			t.Errorf("bucket policy %s lacks %s", policy, s)
+		}
+	}
+
+	for _, c := range []struct {
+		name   string
+		params map[string]string
+		line   string
+	}{
+		{"CloudFront", defaults(), "mediaProxy: https://" + attOf("Distribution", "DomainName")},
+		{"Function URL", map[string]string{"EnableCloudFront": "false"}, "mediaProxy: https://" + refOf("ProxyUrl") + ".lambda-url.us-east-1.on.aws"},
+		{"custom domain", map[string]string{"DomainName": "media.example.com", "CertificateArn": "arn:aws:acm:us-east-1:1:certificate/x"}, "mediaProxy: https://media.example.com"},
+	} {
+		r := render(t, c.params)
+		if got := r.Outputs["MisskeyConfigLine"].Value; got != c.line {
+			t.Errorf("%s: MisskeyConfigLine %q, want %q", c.name, got, c.line)
+		}
+		_, hasDist := r.Resources["Distribution"]
+		_, hasOutput := r.Outputs["CloudFrontDomain"]
+		if hasDist != (c.name != "Function URL") || hasOutput != hasDist {
+			t.Errorf("%s: distribution %v, CloudFrontDomain output %v", c.name, hasDist, hasOutput)
+		}
+	}
+	r = render(t, map[string]string{"DomainName": "media.example.com", "CertificateArn": "arn:aws:acm:us-east-1:1:certificate/x"})
+	d, _ = r.GetCloudFrontDistributionWithName("Distribution")
+	if !slices.Equal(d.DistributionConfig.Aliases, []string{"media.example.com"}) || str(d.DistributionConfig.ViewerCertificate.SslSupportMethod) != "sni-only" {
+		t.Errorf("custom domain: aliases %v, certificate %+v", d.DistributionConfig.Aliases, d.DistributionConfig.ViewerCertificate)
+	}
+}
+
+func TestObservability(t *testing.T) {
+	r := render(t, map[string]string{"AlarmEmail": "admin@example.com"})
+	a, err := r.GetCloudWatchAlarmWithName("DeadLetterAlarm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if str(a.Namespace) != "AWS/SQS" || str(a.MetricName) != "ApproximateNumberOfMessagesVisible" || a.Threshold == nil || *a.Threshold != 0 ||
+		a.ComparisonOperator != "GreaterThanThreshold" || len(a.Dimensions) != 1 || a.Dimensions[0].Value != attOf("DeadLetterQueue", "QueueName") {
+		t.Errorf("dead-letter alarm %+v", a)
+	}
+	if !slices.Equal(a.AlarmActions, []string{refOf("AlarmTopic")}) {
+		t.Errorf("alarm actions %v, want the e-mail topic", a.AlarmActions)
+	}
+	topic, err := r.GetSNSTopicWithName("AlarmTopic")
+	if err != nil || len(topic.Subscription) != 1 || topic.Subscription[0].Endpoint != "admin@example.com" {
+		t.Errorf("alarm topic %+v, %v", topic, err)
+	}
+	if _, ok := render(t, defaults()).Resources["AlarmTopic"]; ok {
+		t.Error("an alarm topic without AlarmEmail")
+	}
+
+	dash, err := r.GetCloudWatchDashboardWithName("Dashboard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Widgets []struct {
+			Properties struct {
+				Metrics [][]any
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(dash.DashboardBody), &body); err != nil {
+		t.Fatalf("dashboard body is not JSON: %v\n%s", err, dash.DashboardBody)
+	}
+	var rows []string
+	for _, w := range body.Widgets {
+		for _, m := range w.Properties.Metrics {
+			rows = append(rows, jsonText(m))
+		}
+	}
+	all := strings.Join(rows, "\n")
+	for _, want := range []string{
+		`["AWS/Lambda","Invocations","FunctionName","<ProxyFunction>"]`,
+		`[".","Errors",".","."]`,
+		`"Duration","FunctionName","<ProxyFunction>",{"label":"p50","stat":"p50"}]`,
+		`["...",{"label":"p99","stat":"p99"}]`,
+		`["AWS/Lambda","Invocations","FunctionName","<WorkerFunction>"`,
+		`"QueueName","<DeadLetterQueue.QueueName>"`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("dashboard lacks %s", want)
+		}
+	}
+	for _, metric := range []string{"Requests", "CacheHit", "CacheMiss", "FailureMemory", "BytesOut", "FetchMs", "TransformMs"} {
+		if want := `SEARCH('{MisskeyMediaProxy,Variant} MetricName=\"` + metric + `\"'`; !strings.Contains(all, want) {
+			t.Errorf("dashboard lacks the EMF metric %s by Variant", metric)
+		}
+	}
+	// Without the worker the dashboard must not reference it.
+	r = render(t, map[string]string{"EnableWorker": "false"})
+	dash, _ = r.GetCloudWatchDashboardWithName("Dashboard")
+	if strings.Contains(dash.DashboardBody, "<Worker") || strings.Contains(dash.DashboardBody, "<DeadLetter") {
+		t.Error("dashboard references the worker that EnableWorker=false removes")
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	r := render(t, defaults())
+	for name, want := range map[string]string{
+		"FunctionUrl":      functionURLOf("ProxyUrl"),
+		"CloudFrontDomain": attOf("Distribution", "DomainName"),
+		"BucketName":       refOf("MediaBucket"),
+		"QueueUrl":         refOf("JobQueue"),
+	} {
+		if got := r.Outputs[name].Value; got != want {
+			t.Errorf("output %s = %v, want %s", name, got, want)
+		}
+	}
+}
+
+// TestNoDependencyCycles follows Ref, Fn::GetAtt, Fn::Sub and DependsOn
+// between resources: CloudFormation rejects a cycle only when deploying.
+func TestNoDependencyCycles(t *testing.T) {
+	raw := rawTemplate(t)
+	resources := mapOf(raw["Resources"])
+	params := mapOf(raw["Parameters"])
+	edges := map[string][]string{}
+	subVar := regexp.MustCompile(`\$\{([^!][^}.]*)(\.[^}]*)?\}`)
+	var walk func(from string, v any)
+	add := func(from, to string) {
+		if _, ok := resources[to]; ok {
+			edges[from] = append(edges[from], to)
+			return
+		}
+		if _, ok := params[to]; !ok && !strings.HasPrefix(to, "AWS::") {
+			t.Errorf("%s references %s, which is neither a resource nor a parameter", from, to)
+		}
+	}
+	walk = func(from string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				switch k {
+				case "Ref":
+					add(from, fmt.Sprint(x))
+				case "Fn::GetAtt":
+					target := fmt.Sprint(x)
+					if l, ok := x.([]any); ok {
+						target = fmt.Sprint(l[0])
+					}
+					add(from, strings.SplitN(target, ".", 2)[0])
+				case "Fn::Sub":
+					src, vars := x, map[string]any{}
+					if l, ok := x.([]any); ok {
+						src, vars = l[0], mapOf(l[1])
+						walk(from, l[1])
+					}
+					for _, m := range subVar.FindAllStringSubmatch(fmt.Sprint(src), -1) {
+						if _, local := vars[m[1]]; !local {
+							add(from, m[1])
+						}
+					}
+					continue
+				}
+				walk(from, x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(from, x)
+			}
+		}
+	}
+	for name, r := range resources {
+		walk(name, mapOf(r)["Properties"])
+		for _, d := range listOf(mapOf(r)["DependsOn"]) {
+			add(name, fmt.Sprint(d))
+		}
+	}
+
+	const (
+		unseen = iota
+		active
+		done
+	)
+	state := map[string]int{}
+	var path []string
+	var visit func(n string)
+	visit = func(n string) {
+		switch state[n] {
+		case active:
+			i := slices.Index(path, n)
+			t.Fatalf("dependency cycle: %s -> %s", strings.Join(path[i:], " -> "), n)
+		case done:
+			return
+		}
+		state[n] = active
+		path = append(path, n)
+		for _, m := range edges[n] {
+			visit(m)
+		}
+		path = path[:len(path)-1]
+		state[n] = done
+	}
+	names := make([]string, 0, len(resources))
+	for n := range resources {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		visit(n)
+	}
+	// The case the template is built around: the function must not learn
+	// the distribution's domain from the distribution.
+	if slices.Contains(edges["ProxyFunction"], "Distribution") {
+		t.Error("ProxyFunction references Distribution")
+	}
+}
