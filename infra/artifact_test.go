@@ -3,10 +3,7 @@ package infra
 import (
 	"archive/zip"
 	"bufio"
-	"bytes"
 	"debug/elf"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,11 +13,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/misskey-lambda/media-proxy/shared/lambdatest"
 )
 
 // These tests check what scripts/package built in dist/. They skip when it
@@ -301,12 +298,13 @@ func TestX86RunsUnderLambdaEmulator(t *testing.T) {
 					t.Errorf("libvips loads from %q, want the bundled %q", got, want)
 				}
 			}
-			e := startRIE(t, rie, dir)
+			// Nothing but the artifact's own folder and a minimal environment.
+			e := lambdatest.Start(t, rie, dir, "./bootstrap", []string{"MEDIA_PROXY_STORE=none"})
 			switch fn {
 			case "proxy":
 				request := func(method string, headers map[string]string) events.LambdaFunctionURLResponse {
 					var resp events.LambdaFunctionURLResponse
-					e.invoke(t, events.LambdaFunctionURLRequest{
+					e.InvokeJSON(t, events.LambdaFunctionURLRequest{
 						Version: "2.0", RawPath: "/", Headers: headers,
 						RequestContext: events.LambdaFunctionURLRequestContext{
 							RequestID:  "artifact-test",
@@ -331,53 +329,12 @@ func TestX86RunsUnderLambdaEmulator(t *testing.T) {
 				}
 			case "worker":
 				var resp events.SQSEventResponse
-				e.invoke(t, events.SQSEvent{Records: []events.SQSMessage{}}, &resp)
+				e.InvokeJSON(t, events.SQSEvent{Records: []events.SQSMessage{}}, &resp)
 				if len(resp.BatchItemFailures) != 0 {
 					t.Errorf("an empty batch reported failures: %+v", resp.BatchItemFailures)
 				}
 			}
 		})
-	}
-}
-
-type rieProcess struct{ addr string }
-
-// startRIE runs bootstrap in dir under the emulator, with nothing but dir
-// and a minimal environment.
-func startRIE(t *testing.T, rie, dir string) rieProcess {
-	t.Helper()
-	addr, runtimeAddr := freePort(t), freePort(t)
-	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", runtimeAddr, "./bootstrap")
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "MEDIA_PROXY_STORE=none"}
-	logs := new(syncBuffer)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("emulator log:\n%s", logs)
-		}
-	})
-	waitForPort(t, addr, 10*time.Second, logs)
-	return rieProcess{addr: addr}
-}
-
-func (p rieProcess) invoke(t *testing.T, event, reply any) {
-	t.Helper()
-	payload, _ := json.Marshal(event)
-	client := http.Client{Timeout: 60 * time.Second}
-	resp, err := client.Post("http://"+p.addr+"/2015-03-31/functions/function/invocations", "application/json", bytes.NewReader(payload))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, reply); err != nil {
-		t.Fatalf("invocation reply %q: %v", raw, err)
 	}
 }
 
@@ -406,12 +363,12 @@ func TestArm64ServesUnderQEMU(t *testing.T) {
 				return // the worker only runs under Lambda
 			}
 			// The same binary is a plain HTTP server outside Lambda.
-			addr := freePort(t)
+			addr := lambdatest.FreeAddr(t)
 			_, port, _ := net.SplitHostPort(addr)
 			cmd := exec.Command(qemu, "./bootstrap")
 			cmd.Dir = dir
 			cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "QEMU_LD_PREFIX=" + prefix, "PORT=" + port, "MEDIA_PROXY_STORE=none"}
-			logs := new(syncBuffer)
+			logs := new(lambdatest.Buffer)
 			cmd.Stdout, cmd.Stderr = logs, logs
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -423,7 +380,7 @@ func TestArm64ServesUnderQEMU(t *testing.T) {
 					t.Logf("proxy log:\n%s", logs)
 				}
 			})
-			waitForPort(t, addr, 60*time.Second, logs)
+			lambdatest.WaitForPort(t, addr, 60*time.Second, logs)
 			resp, err := http.Get("http://" + addr + "/")
 			if err != nil {
 				t.Fatal(err)
@@ -437,51 +394,7 @@ func TestArm64ServesUnderQEMU(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a child's output while the test may read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func waitForPort(t *testing.T, addr string, within time.Duration, logs fmt.Stringer) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s after %v:\n%s", addr, within, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

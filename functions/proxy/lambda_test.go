@@ -8,16 +8,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +26,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/misskey-lambda/media-proxy/shared/functionurl"
+	"github.com/misskey-lambda/media-proxy/shared/lambdatest"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
 )
@@ -75,82 +72,23 @@ func (e s3Env) createBucket(t *testing.T) string {
 	return bucket
 }
 
-var buildOnce = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "bootstrap-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "bootstrap")
-	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", bin, ".")
-	cmd.Stderr = os.Stderr
-	return bin, cmd.Run()
-})
+// emulator is the proxy's bootstrap under the Lambda runtime emulator.
+type emulator struct{ *lambdatest.Emulator }
 
-// emulator is one aws-lambda-rie process running the bootstrap. It takes
-// one invocation at a time, so calls are serialised.
-type emulator struct {
-	addr string
-	mu   sync.Mutex
-}
-
-func startEmulator(t *testing.T, env map[string]string) *emulator {
+func startEmulator(t *testing.T, env map[string]string) emulator {
 	t.Helper()
 	rie := standin(t, "MEDIA_PROXY_TEST_RIE")
-	bin, err := buildOnce()
-	if err != nil {
-		t.Fatalf("build bootstrap: %v", err)
-	}
-	// The emulator also opens a runtime API port, 9001 unless told
-	// otherwise; two emulators (parallel packages) would clash on it.
-	addr, runtimeAddr := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", runtimeAddr, bin)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	var vars []string
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		vars = append(vars, k+"="+v)
 	}
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("emulator log:\n%s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("emulator did not start: %s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return &emulator{addr: addr}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return emulator{lambdatest.Start(t, rie, "", lambdatest.Build(t, "."), vars)}
 }
 
 // invoke posts a Function URL event and returns the decoded response and
 // the size of the raw payload Lambda would have carried.
-func (e *emulator) invoke(t *testing.T, method, path, query string, headers map[string]string) (events.LambdaFunctionURLResponse, []byte, int) {
+func (e emulator) invoke(t *testing.T, method, path, query string, headers map[string]string) (events.LambdaFunctionURLResponse, []byte, int) {
 	t.Helper()
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	if headers == nil {
 		headers = map[string]string{}
 	}
@@ -162,25 +100,14 @@ func (e *emulator) invoke(t *testing.T, method, path, query string, headers map[
 			HTTP:       events.LambdaFunctionURLRequestContextHTTPDescription{Method: method, Path: path, SourceIP: "192.0.2.10"},
 		},
 	}
-	payload, _ := json.Marshal(ev)
-	resp, err := http.Post("http://"+e.addr+"/2015-03-31/functions/function/invocations", "application/json", bytes.NewReader(payload))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out events.LambdaFunctionURLResponse
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("invoke reply %q: %v", raw, err)
-	}
+	raw := e.InvokeJSON(t, ev, &out)
 	if len(raw) > maxPayload {
 		t.Errorf("%s %s?%s: payload of %d bytes exceeds Lambda's limit", method, path, query, len(raw))
 	}
 	body := []byte(out.Body)
 	if out.IsBase64Encoded {
+		var err error
 		if body, err = base64.StdEncoding.DecodeString(out.Body); err != nil {
 			t.Fatal(err)
 		}
@@ -360,7 +287,7 @@ func TestLambdaWithS3(t *testing.T) {
 
 func TestLambdaWithS3Down(t *testing.T) {
 	s3env := s3FromEnv(t)
-	closed := "http://" + freeAddr(t)
+	closed := "http://" + lambdatest.FreeAddr(t)
 	o := newLambdaOrigin(t, map[string][]byte{"/e.png": testmedia.PNG(300, 300)})
 	emu := startEmulator(t, map[string]string{
 		"MEDIA_PROXY_STORE":                    "s3://nowhere/",
