@@ -1,5 +1,9 @@
 #include "vips.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 // Only these loaders may run; everything else (matload, magick, pdf, ...)
 // stays blocked even if the library was built with it.
 static const char *allowed_loaders[] = {
@@ -18,6 +22,12 @@ static void drop_log(const gchar *domain, GLogLevelFlags level, const gchar *mes
 }
 
 int mp_start(int concurrency) {
+#ifdef __GLIBC__
+	// glibc gives every libvips worker thread its own malloc arena, which
+	// holds on to freed memory: most of the process's peak RSS. Two arenas
+	// cost no measurable speed.
+	mallopt(M_ARENA_MAX, 2);
+#endif
 	if (VIPS_INIT("media-proxy"))
 		return -1;
 	g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO, drop_log, NULL);
