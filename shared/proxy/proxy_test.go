@@ -304,6 +304,7 @@ func TestVariants(t *testing.T) {
 		{name: "emoji exif 6 rotated", src: testmedia.JPEGWithOrientation(640, 480, 6), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 96, h: 128, frames: 1},
 		{name: "emoji exif 8 rotated", src: testmedia.JPEGWithOrientation(640, 480, 8), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 96, h: 128, frames: 1},
 		{name: "emoji cmyk jpeg", src: testmedia.CMYKJPEG(320, 240), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},
+		{name: "emoji large cmyk jpeg (shrink-on-load)", src: testmedia.CMYKJPEG(1600, 1200), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},
 		{name: "emoji 16-bit png", src: testmedia.PNG16(320, 240), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},
 		{name: "emoji avif", src: avifFixture(t, testmedia.PNGOpaque(300, 200)), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 192, h: 128, frames: 1},
 		{name: "emoji bmp", src: testmedia.BMP(320, 240), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},

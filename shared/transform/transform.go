@@ -142,6 +142,9 @@ func (t *Transformer) thumbnail(src []byte, mime string, fit vips.Fit) (*vips.Im
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}
 	w, total, frames := int64(h.Width()), int64(h.Height()), h.Pages()
+	if mime == "image/jpeg" && !fit.Enlarge {
+		fit.JPEGShrink = jpegShrink(int(w), int(total), h.Orientation(), fit)
+	}
 	h.Close()
 	// An SVG is rendered at the output size, not its nominal one.
 	if mime != "image/svg+xml" {
@@ -157,6 +160,24 @@ func (t *Transformer) thumbnail(src []byte, mime string, fit vips.Fit) (*vips.Im
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}
 	return im, nil
+}
+
+// jpegShrink picks the JPEG shrink-on-load factor the way sharp does: the
+// largest of 8, 4 and 2 the image is at least that many times over the box
+// (in its displayed orientation). libvips alone would stop one step
+// earlier and spend twice the decode work for no visible gain at these sizes.
+func jpegShrink(w, h, orientation int, fit vips.Fit) int {
+	if orientation >= 5 { // rotated by 90° or 270° for display
+		w, h = h, w
+	}
+	// The side that binds decides how much the image shrinks.
+	scale := max(float64(w)/float64(fit.Width), float64(h)/float64(fit.Height))
+	for _, s := range []int{8, 4, 2} {
+		if scale >= float64(s) {
+			return s
+		}
+	}
+	return 1
 }
 
 // thumbnailGo decodes BMP and ICO in Go and hands the pixels to libvips.

@@ -8,6 +8,7 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
+	"github.com/misskey-lambda/media-proxy/shared/vips"
 )
 
 func apply(t *testing.T, tr *Transformer, src []byte, k variant.Kind) (*Output, error) {
@@ -78,5 +79,26 @@ func TestCancelledWhileWaitingForASlot(t *testing.T) {
 	src := testmedia.PNG(10, 10)
 	if _, err := tr.Apply(ctx, src, sniff.Detect(src), variant.Emoji); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestJPEGShrink(t *testing.T) {
+	emoji := vips.Fit{Width: heightOnlyMaxWidth, Height: 128}
+	preview := vips.Fit{Width: 200, Height: 200}
+	for _, tt := range []struct {
+		w, h, orientation int
+		fit               vips.Fit
+		want              int
+	}{
+		{4000, 3000, 1, vips.Fit{Width: heightOnlyMaxWidth, Height: 320}, 8}, // 9.4x
+		{1024, 768, 1, emoji, 4},   // 6x
+		{640, 480, 1, emoji, 2},    // 3.75x
+		{640, 480, 6, emoji, 4},    // shown 480x640: 5x
+		{200, 100, 1, emoji, 1},    // never below the box
+		{1600, 400, 1, preview, 8}, // the wide side binds
+	} {
+		if got := jpegShrink(tt.w, tt.h, tt.orientation, tt.fit); got != tt.want {
+			t.Errorf("%dx%d orientation %d in %dx%d: shrink %d, want %d", tt.w, tt.h, tt.orientation, tt.fit.Width, tt.fit.Height, got, tt.want)
+		}
 	}
 }

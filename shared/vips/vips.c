@@ -69,6 +69,24 @@ int mp_thumbnail_buffer(void *buf, size_t len, VipsImage **out, int width, int h
 		NULL);
 }
 
+int mp_thumbnail_jpeg(void *buf, size_t len, VipsImage **out, int shrink, int width, int height, int fail_on) {
+	VipsImage *in;
+	int r;
+	if (vips_jpegload_buffer(buf, len, &in,
+			"shrink", shrink,
+			"fail_on", fail_on,
+			"access", VIPS_ACCESS_SEQUENTIAL,
+			NULL))
+		return -1;
+	// thumbnail_image still applies the orientation and colour profile.
+	r = vips_thumbnail_image(in, out, width,
+		"height", height,
+		"size", VIPS_SIZE_DOWN,
+		NULL);
+	g_object_unref(in);
+	return r;
+}
+
 int mp_thumbnail_image(VipsImage *in, VipsImage **out, int width, int height, int enlarge) {
 	return vips_thumbnail_image(in, out, width,
 		"height", height,

@@ -98,6 +98,9 @@ func (im *Image) Pages() int { return im.Height() / max(1, im.PageHeight()) }
 // HasAlpha reports whether the last band is alpha.
 func (im *Image) HasAlpha() bool { return C.vips_image_hasalpha(im.c) != 0 }
 
+// Orientation is the EXIF orientation, 1 to 8.
+func (im *Image) Orientation() int { return int(C.vips_image_get_orientation(im.c)) }
+
 // Loader names the libvips loader that read the image, e.g. "gifload_buffer".
 func (im *Image) Loader() string { return C.GoString(C.mp_loader(im.c)) }
 
@@ -156,6 +159,10 @@ type Fit struct {
 	// AllPages keeps every frame of an animation.
 	AllPages bool
 	FailOn   FailOn
+	// JPEGShrink, when above 1, decodes a JPEG at 1/2, 1/4 or 1/8 size
+	// (as sharp does) instead of letting libvips keep a factor of two
+	// above the target for its own reduce step.
+	JPEGShrink int
 }
 
 // Thumbnail decodes buf with shrink-on-load and resizes it to fit the box,
@@ -170,8 +177,15 @@ func Thumbnail(buf []byte, f Fit) (*Image, error) {
 	pinner := new(runtime.Pinner)
 	pinner.Pin(&buf[0])
 	var out *C.VipsImage
-	if C.mp_thumbnail_buffer(unsafe.Pointer(&buf[0]), C.size_t(len(buf)), &out,
-		C.int(f.Width), C.int(f.Height), cbool(f.Enlarge), cbool(f.AllPages), C.int(f.FailOn)) != 0 {
+	var r C.int
+	if f.JPEGShrink > 1 && !f.Enlarge {
+		r = C.mp_thumbnail_jpeg(unsafe.Pointer(&buf[0]), C.size_t(len(buf)), &out,
+			C.int(f.JPEGShrink), C.int(f.Width), C.int(f.Height), C.int(f.FailOn))
+	} else {
+		r = C.mp_thumbnail_buffer(unsafe.Pointer(&buf[0]), C.size_t(len(buf)), &out,
+			C.int(f.Width), C.int(f.Height), cbool(f.Enlarge), cbool(f.AllPages), C.int(f.FailOn))
+	}
+	if r != 0 {
 		pinner.Unpin()
 		return nil, opError("thumbnail")
 	}
