@@ -273,6 +273,10 @@ func validateURL(u *url.URL) *Error {
 	if host == "" {
 		return badURL("URL has no host", nil)
 	}
+	// url.Parse lets these into a host name; net/http refuses to send them.
+	if strings.ContainsAny(host, `"<>`) {
+		return badURL("invalid character in host", nil)
+	}
 	if _, err := netip.ParseAddr(host); err == nil {
 		return nil // canonical IP literal; the dial hook decides
 	}

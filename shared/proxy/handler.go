@@ -50,7 +50,7 @@ const (
 	// Store calls on the request path are bounded: a slow or unreachable
 	// store degrades caching, never the answer.
 	lookupTimeout = 2 * time.Second
-	storeTimeout  = 10 * time.Second
+	storeTimeout  = 5 * time.Second
 	// enqueueTimeout bounds how long a response may wait for its sibling
 	// jobs to be queued; a queue that slow loses the jobs, not the answer.
 	enqueueTimeout = time.Second

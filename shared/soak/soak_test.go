@@ -1,0 +1,529 @@
+package soak
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/config"
+	"github.com/misskey-lambda/media-proxy/shared/service"
+	"github.com/misskey-lambda/media-proxy/shared/testmedia"
+)
+
+const serveEnv = "MEDIA_PROXY_SOAK_SERVE"
+
+// TestSoakServer is the child process: the local server, wired as
+// functions/proxy wires it, on a loopback port it prints, until SIGTERM.
+func TestSoakServer(t *testing.T) {
+	if os.Getenv(serveEnv) != "1" {
+		t.Skip("the soak test's server process; started by TestSoak")
+	}
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	svc, err := service.New(ctx, cfg, service.NewLogger(cfg.LogLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: svc.Handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	go srv.Serve(ln)
+	fmt.Printf("SOAK-LISTEN %s\n", ln.Addr())
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Close(sctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// class is one kind of request in the mix.
+type class struct {
+	name   string
+	weight int
+	status int // what every request of the class must get
+	valid  bool
+	url    func(n int64) string
+}
+
+type sample struct {
+	class  int
+	status int
+	took   time.Duration
+	err    error
+}
+
+type rssSample struct {
+	at  time.Duration
+	rss int64
+}
+
+// Report is what a soak run measured.
+type Report struct {
+	Duration    string                 `json:"duration"`
+	Concurrency int                    `json:"concurrency"`
+	Requests    int                    `json:"requests"`
+	PerSecond   float64                `json:"requests_per_second"`
+	Wrong       int                    `json:"wrong_status"`
+	Errors      int                    `json:"transport_errors"`
+	Valid5xx    int                    `json:"valid_5xx"`
+	Latency     map[string]Percentiles `json:"latency_ms"`
+	Counts      map[string]int         `json:"counts"`
+	RSS         RSSReport              `json:"rss_mib"`
+	Statuses    map[string]map[int]int `json:"statuses"`
+}
+
+type Percentiles struct {
+	P50, P90, P99, Max float64
+}
+
+type RSSReport struct {
+	Start, Min, Max, Final, SecondHalfMedian float64
+	SecondHalfStart, LastTenthMean           float64
+	Peak                                     float64 `json:"hwm"`
+	Samples                                  int
+	Flat                                     bool
+}
+
+func percentiles(ds []time.Duration) Percentiles {
+	if len(ds) == 0 {
+		return Percentiles{}
+	}
+	slices.Sort(ds)
+	at := func(q float64) float64 {
+		i := int(q * float64(len(ds)-1))
+		return float64(ds[i].Microseconds()) / 1000
+	}
+	return Percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: at(1)}
+}
+
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return d
+	}
+	return def
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	if v := os.Getenv(name); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("%s: want a positive integer, got %q", name, v)
+		}
+		return n
+	}
+	return def
+}
+
+func procRSS(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return -1
+}
+
+// startServer runs TestSoakServer in a child process and returns its
+// base URL and process.
+func startServer(t *testing.T, env []string) (string, *exec.Cmd, *strings.Builder) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestSoakServer$", "-test.timeout=0", "-test.count=1")
+	cmd.Env = append(env, serveEnv+"=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &strings.Builder{}
+	var logMu sync.Mutex
+	cmd.Stderr = writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		if logs.Len() < 64<<10 {
+			logs.Write(p)
+		}
+		return len(p), nil
+	})
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			if a, ok := strings.CutPrefix(s.Text(), "SOAK-LISTEN "); ok {
+				addr <- a
+			}
+		}
+		close(addr)
+	}()
+	select {
+	case a, ok := <-addr:
+		if !ok {
+			cmd.Wait()
+			t.Fatalf("server exited before listening: %s", logs)
+		}
+		return "http://" + a, cmd, logs
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("server did not start within 30 s: %s", logs)
+	}
+	return "", nil, nil
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestSoak puts a mixed workload on the local server for
+// MEDIA_PROXY_SOAK_DURATION and checks that valid requests never get a
+// 5xx, every request gets the status its class calls for, and memory is
+// flat once warmed up.
+func TestSoak(t *testing.T) {
+	if os.Getenv(serveEnv) == "1" {
+		t.Skip("inside the server process")
+	}
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("needs /proc to sample the server's memory")
+	}
+	duration := envDuration(t, "MEDIA_PROXY_SOAK_DURATION", 5*time.Second)
+	conc := envInt(t, "MEDIA_PROXY_SOAK_CONCURRENCY", 8)
+
+	// The origin: a few images, media and failures, on loopback.
+	files := map[string][]byte{
+		"/img/photo.jpg":   testmedia.JPEG(1024, 768, 85),
+		"/img/emoji.png":   testmedia.PNG(256, 256),
+		"/img/anim.gif":    testmedia.GIF(160, 120, 8),
+		"/img/avatar.png":  testmedia.PNGOpaque(640, 640),
+		"/img/icon.svg":    testmedia.SVG(400, 300),
+		"/media/clip.mp4":  testmedia.MP4(256 << 10),
+		"/media/voice.ogg": testmedia.Ogg(),
+		"/bad/page.html":   testmedia.HTML(),
+		"/bad/bomb.png":    testmedia.PNGBomb(16000, 16000),
+		"/bad/cut.png":     testmedia.Truncate(testmedia.PNG(320, 240), 4000),
+	}
+	var originHits atomic.Int64
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		originHits.Add(1)
+		switch r.URL.Path {
+		case "/fail/500":
+			http.Error(w, "boom", http.StatusInternalServerError)
+			return
+		case "/fail/404":
+			http.NotFound(w, r)
+			return
+		}
+		b, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(b)
+	}))
+	defer origin.Close()
+
+	store := t.TempDir()
+	base, cmd, logs := startServer(t, []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + t.TempDir(),
+		"MEDIA_PROXY_STORE=dir:" + store,
+		"MEDIA_PROXY_QUEUE=local",
+		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS=127.0.0.0/8",
+		"MEDIA_PROXY_TRANSFORM_CONCURRENCY=2",
+		"MEDIA_PROXY_LOG_LEVEL=warn",
+	})
+	pid := cmd.Process.Pid
+	var exited atomic.Bool
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait(); exited.Store(true) }()
+	defer func() {
+		if !exited.Load() {
+			cmd.Process.Kill()
+		}
+	}()
+
+	proxied := func(src, flags string) string {
+		u := base + "/m.webp?url=" + url.QueryEscape(src)
+		if flags != "" {
+			u += "&" + flags
+		}
+		return u
+	}
+	o := origin.URL
+	hitSet := []string{
+		proxied(o+"/img/photo.jpg", "preview=1"), proxied(o+"/img/emoji.png", "emoji=1"),
+		proxied(o+"/img/anim.gif", "emoji=1"), proxied(o+"/img/anim.gif", "emoji=1&static=1"),
+		proxied(o+"/img/avatar.png", "avatar=1"), proxied(o+"/img/photo.jpg", "static=1"),
+		proxied(o+"/img/icon.svg", ""), proxied(o+"/img/emoji.png", "badge=1"),
+	}
+	missFlags := []string{"emoji=1", "avatar=1", "static=1", "preview=1"}
+	missSrc := []string{"/img/emoji.png", "/img/anim.gif", "/img/photo.jpg"}
+	classes := []class{
+		{"hit", 40, 200, true, func(n int64) string { return hitSet[n%int64(len(hitSet))] }},
+		{"miss", 20, 200, true, func(n int64) string {
+			return proxied(fmt.Sprintf("%s%s?n=%d", o, missSrc[n%3], n), missFlags[(n/3)%4])
+		}},
+		{"passthrough", 15, 200, true, func(n int64) string {
+			if n%2 == 0 {
+				return proxied(fmt.Sprintf("%s/media/clip.mp4?n=%d", o, n%50), "")
+			}
+			return proxied(o+"/img/photo.jpg", "")
+		}},
+		{"health", 2, 200, true, func(int64) string { return base + "/" }},
+		{"not found", 5, 404, false, func(n int64) string { return proxied(fmt.Sprintf("%s/fail/404?n=%d", o, n), "emoji=1") }},
+		{"origin 5xx", 3, 502, false, func(n int64) string { return proxied(fmt.Sprintf("%s/fail/500?n=%d", o, n), "") }},
+		{"not media", 4, 403, false, func(n int64) string { return proxied(fmt.Sprintf("%s/bad/page.html?n=%d", o, n%20), "") }},
+		{"bomb", 4, 422, false, func(n int64) string { return proxied(fmt.Sprintf("%s/bad/bomb.png?n=%d", o, n), "avatar=1") }},
+		{"truncated", 3, 422, false, func(n int64) string { return proxied(fmt.Sprintf("%s/bad/cut.png?n=%d", o, n%20), "preview=1") }},
+		{"bad request", 4, 400, false, func(n int64) string {
+			return base + []string{"/x.webp", "/x.webp?url=ftp%3A%2F%2Fexample.com%2Fa", "/x.webp?url=http%3A%2F%2Fallowed%40127.0.0.1%3A1%2F", "/x.webp?url=%2Frelative"}[n%4]
+		}},
+	}
+	total := 0
+	for _, c := range classes {
+		total += c.weight
+	}
+
+	// Memory: sampled every 100 ms for the whole run.
+	var rssMu sync.Mutex
+	var rss []rssSample
+	start := time.Now()
+	samplerDone := make(chan struct{})
+	stopSampler := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if v := procRSS(pid, "VmRSS"); v > 0 {
+				rssMu.Lock()
+				rss = append(rss, rssSample{time.Since(start), v})
+				rssMu.Unlock()
+			}
+			select {
+			case <-stopSampler:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+
+	client := &http.Client{
+		Timeout:       30 * time.Second,
+		Transport:     &http.Transport{MaxIdleConnsPerHost: conc, DisableCompression: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	var seq atomic.Int64
+	results := make([][]sample, conc)
+	deadline := start.Add(duration)
+	var wg sync.WaitGroup
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 0x50a6))
+			for time.Now().Before(deadline) {
+				pick := rng.IntN(total)
+				ci := 0
+				for ; pick >= classes[ci].weight; ci++ {
+					pick -= classes[ci].weight
+				}
+				n := seq.Add(1)
+				t0 := time.Now()
+				resp, err := client.Get(classes[ci].url(n))
+				s := sample{class: ci, err: err}
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					s.status, s.err = resp.StatusCode, err
+				}
+				s.took = time.Since(t0)
+				results[w] = append(results[w], s)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stopSampler)
+	<-samplerDone
+	hwm := procRSS(pid, "VmHWM")
+
+	// Graceful shutdown: SIGTERM, the server drains and exits 0.
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Errorf("server exited with %v after SIGTERM; log: %s", err, logs)
+		}
+	case <-time.After(40 * time.Second):
+		t.Errorf("server did not exit within 40 s of SIGTERM")
+	}
+
+	// Tally.
+	rep := Report{
+		Duration: elapsed.Round(time.Millisecond).String(), Concurrency: conc,
+		Latency: map[string]Percentiles{}, Counts: map[string]int{}, Statuses: map[string]map[int]int{},
+	}
+	all := []time.Duration{}
+	perClass := map[string][]time.Duration{}
+	var firstWrong []string
+	for _, rs := range results {
+		for _, s := range rs {
+			c := classes[s.class]
+			rep.Requests++
+			rep.Counts[c.name]++
+			if rep.Statuses[c.name] == nil {
+				rep.Statuses[c.name] = map[int]int{}
+			}
+			rep.Statuses[c.name][s.status]++
+			if s.err != nil {
+				rep.Errors++
+				if len(firstWrong) < 5 {
+					firstWrong = append(firstWrong, fmt.Sprintf("%s: %v", c.name, s.err))
+				}
+				continue
+			}
+			all = append(all, s.took)
+			perClass[c.name] = append(perClass[c.name], s.took)
+			if c.valid && s.status >= 500 {
+				rep.Valid5xx++
+			}
+			if s.status != c.status {
+				rep.Wrong++
+				if len(firstWrong) < 5 {
+					firstWrong = append(firstWrong, fmt.Sprintf("%s: %d, want %d", c.name, s.status, c.status))
+				}
+			}
+		}
+	}
+	rep.PerSecond = float64(rep.Requests) / elapsed.Seconds()
+	rep.Latency["all"] = percentiles(all)
+	for name, ds := range perClass {
+		rep.Latency[name] = percentiles(ds)
+	}
+	mib := func(b int64) float64 { return float64(b*100>>20) / 100 }
+	rep.RSS = flatness(rss)
+	rep.RSS.Peak = mib(hwm)
+
+	t.Logf("soak: %d requests in %s with %d clients (%.0f/s); %d transport errors, %d wrong statuses, %d 5xx on valid requests; origin fetched %d times",
+		rep.Requests, rep.Duration, conc, rep.PerSecond, rep.Errors, rep.Wrong, rep.Valid5xx, originHits.Load())
+	for _, c := range classes {
+		p := rep.Latency[c.name]
+		t.Logf("  %-12s %6d  p50 %7.1f ms  p90 %7.1f ms  p99 %7.1f ms  max %7.1f ms  statuses %v",
+			c.name, rep.Counts[c.name], p.P50, p.P90, p.P99, p.Max, rep.Statuses[c.name])
+	}
+	p := rep.Latency["all"]
+	t.Logf("  %-12s %6d  p50 %7.1f ms  p90 %7.1f ms  p99 %7.1f ms  max %7.1f ms", "all", rep.Requests, p.P50, p.P90, p.P99, p.Max)
+	t.Logf("  RSS MiB: start %.1f, min %.1f, max %.1f, second half: median %.1f, at its start %.1f, last tenth %.1f; final %.1f, peak (VmHWM) %.1f; %d samples; flat: %v",
+		rep.RSS.Start, rep.RSS.Min, rep.RSS.Max, rep.RSS.SecondHalfMedian, rep.RSS.SecondHalfStart, rep.RSS.LastTenthMean, rep.RSS.Final, rep.RSS.Peak, rep.RSS.Samples, rep.RSS.Flat)
+	if path := os.Getenv("MEDIA_PROXY_SOAK_REPORT"); path != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+
+	if rep.Requests == 0 {
+		t.Fatal("no requests were made")
+	}
+	if rep.Errors != 0 || rep.Wrong != 0 || rep.Valid5xx != 0 {
+		t.Errorf("%d transport errors, %d wrong statuses (%d 5xx on valid requests), first: %v", rep.Errors, rep.Wrong, rep.Valid5xx, firstWrong)
+	}
+	for _, c := range classes {
+		// Only where at least 20 were expected, so a slow machine's short
+		// run cannot fail by chance.
+		if expected := rep.Requests * c.weight / total; rep.Counts[c.name] == 0 && expected >= 20 {
+			t.Errorf("class %q never ran (%d expected)", c.name, expected)
+		}
+	}
+	if !rep.RSS.Flat {
+		t.Errorf("memory is not flat after warm-up: %.1f MiB at the start of the second half, %.1f MiB over the last tenth (tolerance %s)",
+			rep.RSS.SecondHalfStart, rep.RSS.LastTenthMean, flatTolerance)
+	}
+	if strings.Contains(logs.String(), "panic") {
+		t.Errorf("the server logged a panic: %s", logs)
+	}
+}
+
+// flatTolerance is how much memory may grow over the second half of a
+// run, from its start (the mean of the samples between 50% and 60% of the
+// run) to the end (the mean of the last 10%): 10% plus 16 MiB. That
+// absorbs the Go heap and libvips' allocator settling (healthy runs grow
+// by a few MiB there), but not memory that keeps growing with traffic (a
+// 256 KiB-per-request leak adds over 60 MiB in the second half of a 5 s
+// run).
+const flatTolerance = "10% + 16 MiB"
+
+func flatness(rss []rssSample) RSSReport {
+	mib := func(b int64) float64 { return float64(b*100>>20) / 100 }
+	r := RSSReport{Samples: len(rss)}
+	if len(rss) < 10 {
+		r.Flat = true
+		return r
+	}
+	vals := make([]int64, len(rss))
+	for i, s := range rss {
+		vals[i] = s.rss
+	}
+	mean := func(vs []int64) int64 {
+		var sum int64
+		for _, v := range vs {
+			sum += v
+		}
+		return sum / int64(len(vs))
+	}
+	n := len(vals)
+	r.Start, r.Final = mib(vals[0]), mib(vals[n-1])
+	r.Min, r.Max = mib(slices.Min(vals)), mib(slices.Max(vals))
+	second := slices.Clone(vals[n/2:])
+	slices.Sort(second)
+	r.SecondHalfMedian = mib(second[len(second)/2])
+	half := mean(vals[n/2 : n/2+max(1, n/10)])
+	end := mean(vals[n-max(1, n/10):])
+	r.SecondHalfStart, r.LastTenthMean = mib(half), mib(end)
+	r.Flat = float64(end) <= float64(half)*1.10+16<<20
+	return r
+}
