@@ -252,6 +252,12 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+func (l *logBuffer) bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
+}
+
 func (l *logBuffer) count(msg string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -2,11 +2,9 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"image/color"
 	"io"
-	"log/slog"
 	"mime"
 	"net/http"
 	"net/http/httptest"
@@ -19,8 +17,6 @@ import (
 
 	"golang.org/x/image/tiff"
 
-	"github.com/misskey-lambda/media-proxy/shared/config"
-	"github.com/misskey-lambda/media-proxy/shared/service"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
 )
@@ -97,31 +93,10 @@ func (o *origin) hitCount(path string) int64 {
 	return 0
 }
 
-// newProxy serves the real wired service on loopback.
+// newProxy serves the real wired service on loopback (see newService).
 func newProxy(t *testing.T, env map[string]string) *httptest.Server {
 	t.Helper()
-	vars := map[string]string{
-		"MEDIA_PROXY_STORE":                    "dir:" + t.TempDir(),
-		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8,::1/128",
-		"MEDIA_PROXY_QUEUE":                    "none",
-	}
-	for k, v := range env {
-		vars[k] = v
-	}
-	cfg, err := config.Load(func(k string) string { return vars[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	}
-	svc, err := service.New(context.Background(), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(svc.Handler)
-	t.Cleanup(srv.Close)
+	srv, _, _ := newService(t, env)
 	return srv
 }
 
