@@ -9,17 +9,8 @@
 // cases. Prints one JSON line per case, with the CPU time per transform.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import sharp from 'sharp';
+import { resizeToHeight } from './pipeline.mjs';
 
-const webpDefault = {
-  quality: 77,
-  alphaQuality: 95,
-  lossless: false,
-  nearLossless: false,
-  smartSubsample: true,
-  mixed: true,
-  effort: 2,
-};
 
 const [dir, durationS = '5', concurrency = '2'] = process.argv.slice(2);
 if (!dir) {
@@ -37,11 +28,7 @@ const only = process.env.CASES ? process.env.CASES.split(',') : null;
 // FAST_SHRINK_ON_LOAD=0 makes sharp leave a factor of two for the resize
 // after a JPEG's shrink-on-load, as libvips' thumbnail does.
 const fastShrinkOnLoad = process.env.FAST_SHRINK_ON_LOAD !== '0';
-const transform = (buf, height) =>
-  sharp(buf, { animated: true })
-    .resize({ height, withoutEnlargement: true, fastShrinkOnLoad })
-    .webp(webpDefault)
-    .toBuffer();
+const transform = (buf, height) => resizeToHeight(buf, height, fastShrinkOnLoad);
 
 for (const c of cases) {
   if (only && !only.some((p) => c.name.startsWith(p))) continue;

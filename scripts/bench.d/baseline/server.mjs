@@ -15,18 +15,7 @@
 import http from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import sharp from 'sharp';
-
-// The reference's WebP settings (webpDefault).
-const webpDefault = {
-  quality: 77,
-  alphaQuality: 95,
-  lossless: false,
-  nearLossless: false,
-  smartSubsample: true,
-  mixed: true,
-  effort: 2,
-};
+import { resizeToHeight } from './pipeline.mjs';
 
 const port = Number(process.env.PORT || 3001);
 
@@ -63,10 +52,7 @@ async function handle(req, res) {
   }
 
   const buf = Buffer.from(await r.arrayBuffer());
-  const out = await sharp(buf, { animated: true })
-    .resize({ height, withoutEnlargement: true })
-    .webp(webpDefault)
-    .toBuffer();
+  const out = await resizeToHeight(buf, height);
   res.writeHead(200, {
     'Content-Type': 'image/webp',
     'Content-Length': out.length,
