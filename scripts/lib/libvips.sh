@@ -1,6 +1,7 @@
 # Sourced by the other scripts. Installs the pinned libvips build from the npm
-# registry into .deps/libvips/<arch> (once) and points cgo at it through a
-# generated pkg-config file. The same files are bundled into the Lambda artifact.
+# registry into .deps/libvips/<version>/linux-<arch> (once) and points cgo at
+# it through a path-free pkg-config file and CGO_LDFLAGS. The same files are
+# bundled into the Lambda artifact.
 #
 # Usage: libvips_setup [x64|arm64]
 
@@ -16,7 +17,7 @@ libvips_setup() {
   local arch=${1:-x64}
   local root
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-  local prefix=$root/.deps/libvips/linux-$arch
+  local prefix=$root/.deps/libvips/$LIBVIPS_NPM_VERSION/linux-$arch
   if [ ! -f "$prefix/.complete-$LIBVIPS_NPM_VERSION" ]; then
     command -v npm >/dev/null || { echo "libvips: npm is needed to fetch the pinned libvips build (apt-get install npm)" >&2; return 1; }
     local tmp
@@ -41,22 +42,35 @@ libvips_setup() {
     ln -sf "$LIBVIPS_SO" "$prefix/lib/libvips-cpp.so"
     touch "$prefix/.complete-$LIBVIPS_NPM_VERSION"
   fi
+  # The pkg-config file names no absolute path (${pcfiledir} is wherever
+  # it lies) and links only the library's name; the folder to link from
+  # comes in CGO_LDFLAGS below.
   mkdir -p "$prefix/lib/pkgconfig"
-  # The rpath lets test binaries and the dev server find the library in place;
-  # the packaged artifact adds $ORIGIN/lib instead.
-  cat >"$prefix/lib/pkgconfig/vips.pc" <<PC
-prefix=$prefix
-libdir=\${prefix}/lib
-includedir=\${prefix}/include
+  cat >"$prefix/lib/pkgconfig/vips.pc" <<'PC'
+prefix=${pcfiledir}/../..
+libdir=${prefix}/lib
+includedir=${prefix}/include
 
 Name: vips
-Description: libvips $LIBVIPS_SO from @img/sharp-libvips-linux-$arch@$LIBVIPS_NPM_VERSION
+Description: the pinned libvips build from @img/sharp-libvips (scripts/lib/libvips.sh)
 Version: 8.18.7
-Libs: -L\${libdir} -lvips-cpp -Wl,-rpath,\${libdir}
-Cflags: -I\${includedir} -I\${includedir}/glib-2.0 -I\${libdir}/glib-2.0/include
+Libs: -lvips-cpp
+Cflags: -I${includedir} -I${includedir}/glib-2.0 -I${libdir}/glib-2.0/include
 PC
   export PKG_CONFIG_PATH=$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
   export CGO_ENABLED=1
+  # Go's build cache keys a cgo package by its source and CGO_* variables,
+  # not by what pkg-config printed, and records the link flags inside the
+  # cached package. An absolute -L from pkg-config would therefore be
+  # reused by every other checkout (with -trimpath, which drops the
+  # package folder from the key) and point the linker at a folder that may
+  # be gone. In CGO_LDFLAGS the path is part of the key: each checkout
+  # compiles the one small vips package once and shares everything else.
+  # The folder also names the libvips version, so a new pin never reuses
+  # a package compiled against older headers. The rpath lets test binaries
+  # and the dev server find the library in place; scripts/package replaces
+  # it with $ORIGIN/lib.
+  export CGO_LDFLAGS="-g -O2 -L$prefix/lib -Wl,-rpath,$prefix/lib"
   LIBVIPS_PREFIX=$prefix
   export LIBVIPS_PREFIX
 }
