@@ -86,14 +86,3 @@ func TestForAndKey(t *testing.T) {
 		t.Errorf("Key = %s, want %s", key, want)
 	}
 }
-
-func TestPermanent(t *testing.T) {
-	for status, want := range map[int]bool{
-		400: true, 403: true, 404: true, 410: true, 413: true, 422: true,
-		408: false, 429: false, 500: false, 502: false, 504: false, 200: false,
-	} {
-		if got := jobs.Permanent(status); got != want {
-			t.Errorf("Permanent(%d) = %v, want %v", status, got, want)
-		}
-	}
-}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
@@ -22,8 +23,8 @@ type Outcome string
 const (
 	// Done: the variant was produced and stored.
 	Done Outcome = "done"
-	// Skipped: the variant was already stored, or producing it failed
-	// less than store.FailureTTL ago; nothing was fetched.
+	// Skipped: the variant was already stored, or producing it failed in
+	// a way no retry can fix and is still remembered; nothing was fetched.
 	Skipped Outcome = "skipped"
 	// Failed: the source can never give this variant (gone, refused type,
 	// too large, undecodable). The failure is recorded and the job is
@@ -94,20 +95,29 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 		return Report{}, fmt.Errorf("look up %s: %w", key, err)
 	}
 	// A failure remembered by the proxy or an earlier job: the source was
-	// tried moments ago, so do not hit it again.
+	// tried moments ago, so do not hit it again. A transient one comes
+	// back later, when the queue delivers the job again.
 	if status, err := r.Store.Failure(ctx, failKey); err == nil {
-		return Report{Outcome: Skipped, Status: status}, nil
+		if failure.Permanent(status) {
+			return Report{Outcome: Skipped, Status: status}, nil
+		}
+		return Report{Status: status}, fmt.Errorf("%s of %s failed with %d moments ago", j.Variant, j.URL, status)
 	}
 
 	res, err := r.Producer.Produce(ctx, src, j.Variant)
 	if err != nil {
 		status := pipeline.StatusOf(err)
-		if !Permanent(status) || ctx.Err() != nil {
+		var ferr error
+		if ttl := failure.TTL(status); ttl > 0 && pipeline.IsSourceFailure(err) && ctx.Err() == nil {
+			// The marker only saves a later fetch; the job's outcome
+			// does not depend on it.
+			ferr = r.Store.Fail(ctx, failKey, status, ttl)
+		}
+		if !failure.Permanent(status) || !pipeline.IsSourceFailure(err) || ctx.Err() != nil {
 			return Report{Status: status}, fmt.Errorf("produce %s of %s: %w", j.Variant, j.URL, err)
 		}
 		rep := Report{Outcome: Failed, Status: status, Err: err}
-		if ferr := r.Store.Fail(ctx, failKey, status); ferr != nil {
-			// The marker only saves a later fetch; the job is still over.
+		if ferr != nil {
 			rep.Err = fmt.Errorf("%w (and recording the failure: %v)", err, ferr)
 		}
 		return rep, nil
@@ -131,18 +141,6 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 		return rep, fmt.Errorf("store %s: %w", key, err)
 	}
 	return rep, nil
-}
-
-// Permanent reports whether a job that failed with HTTP status can never
-// succeed: the client errors (404 gone or not convertible, 403 refused,
-// 413 too large, 422 undecodable, other remote 4xx), except the ones that
-// mean "not now" (408, 429).
-func Permanent(status int) bool {
-	switch status {
-	case http.StatusRequestTimeout, http.StatusTooManyRequests:
-		return false
-	}
-	return status >= 400 && status < 500
 }
 
 // Log writes the one line a job gets: id is the queue's message id (or

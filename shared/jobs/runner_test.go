@@ -143,10 +143,22 @@ func TestRunnerTransientFailures(t *testing.T) {
 	if err == nil || rep.Outcome != jobs.Retry || rep.Status != http.StatusBadGateway {
 		t.Fatalf("remote 500: %+v, %v; want a retry with 502", rep, err)
 	}
-	if got := f.failure(t, j); got != 0 {
-		t.Errorf("a transient failure was remembered as %d", got)
+	// Remembered briefly, as the proxy does: a delivery within those
+	// seconds is retried later without a fetch.
+	if got := f.failure(t, j); got != http.StatusBadGateway {
+		t.Errorf("a transient failure was remembered as %d, want 502 for a few seconds", got)
 	}
-	// Retried later, it succeeds.
+	if rep, err := f.runner.Run(context.Background(), j); err == nil || rep.Outcome != jobs.Retry {
+		t.Fatalf("run within the transient memory: %+v, %v; want a retry", rep, err)
+	}
+	if hits := f.origin.Hits("/flaky.gif"); hits != 1 {
+		t.Errorf("origin hit %d times, want 1", hits)
+	}
+	// Retried once the memory has passed, it succeeds.
+	u, _ := url.Parse(j.URL)
+	if err := f.store.Fail(context.Background(), variant.FailureKey(variant.NormalizeURL(u), j.Variant), http.StatusBadGateway, 0); err != nil {
+		t.Fatal(err)
+	}
 	f.origin.Add("/flaky.gif", testmedia.GIF(32, 32, 2))
 	if rep, err := f.runner.Run(context.Background(), j); err != nil || rep.Outcome != jobs.Done {
 		t.Fatalf("retry: %+v, %v", rep, err)

@@ -25,7 +25,17 @@ import (
 // Error is a failure with the HTTP status the client should get.
 type Error struct {
 	Status int
+	// Source is set when fetching or converting the source failed, which
+	// says something about the URL (see package failure); otherwise the
+	// proxy could not do the work just now and nothing is to be remembered.
+	Source bool
 	Err    error
+}
+
+// IsSourceFailure reports whether err is a failure of the source itself.
+func IsSourceFailure(err error) bool {
+	var pe *Error
+	return errors.As(err, &pe) && pe.Source
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%d: %v", e.Status, e.Err) }
@@ -102,7 +112,7 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 
 	if k == variant.Original && !typ.IsSVG() {
 		if !typ.BrowserSafe() {
-			return nil, &Error{Status: http.StatusForbidden, Err: fmt.Errorf("type %s is not allowed", typ.MIME)}
+			return nil, &Error{Status: http.StatusForbidden, Source: true, Err: fmt.Errorf("type %s is not allowed", typ.MIME)}
 		}
 		res := &Result{Meta: store.Meta{
 			ContentType: typ.MIME,
@@ -137,7 +147,7 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 	}
 
 	if !typ.Convertible() {
-		return nil, &Error{Status: http.StatusNotFound, Err: fmt.Errorf("type %s cannot be converted", typ.MIME)}
+		return nil, &Error{Status: http.StatusNotFound, Source: true, Err: fmt.Errorf("type %s cannot be converted", typ.MIME)}
 	}
 	// Sized up front: growing by doubling would allocate and zero about
 	// twice a large image.
@@ -187,7 +197,7 @@ func fetchError(err error) error {
 	if status == 0 {
 		status = StatusOf(err)
 	}
-	return &Error{Status: status, Err: err}
+	return &Error{Status: status, Source: true, Err: err}
 }
 
 func transformError(err error) error {
@@ -198,5 +208,5 @@ func transformError(err error) error {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		status = http.StatusGatewayTimeout
 	}
-	return &Error{Status: status, Err: err}
+	return &Error{Status: status, Source: true, Err: err}
 }

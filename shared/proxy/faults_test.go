@@ -34,6 +34,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/misskey-lambda/media-proxy/shared/config"
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/jobs/jobstest"
 	"github.com/misskey-lambda/media-proxy/shared/s3store"
@@ -579,7 +580,7 @@ func TestOriginCutMidBody(t *testing.T) {
 				t.Fatal(err)
 			}
 			expire := func(failKey string) {
-				old := time.Now().Add(-store.FailureTTL - time.Minute)
+				old := time.Now().Add(-failure.PermanentTTL - time.Minute)
 				if err := os.Chtimes(filepath.Join(root, filepath.FromSlash(failKey)), old, old); err != nil {
 					t.Fatalf("ageing the failure marker: %v", err)
 				}

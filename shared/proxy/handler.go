@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/misskey-lambda/media-proxy/shared/emf"
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -347,10 +348,12 @@ func (h *Handler) enqueueSiblings(ctx context.Context, rec *record, src *url.URL
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rec *record, failKey string, err error, fallback bool) {
 	status := pipeline.StatusOf(err)
 	h.log.Info("produce failed", "request_id", rec.id, "url", rec.source, "variant", rec.kind, "status", status, "err", err)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
-	defer cancel()
-	if serr := h.store.Fail(ctx, failKey, status); serr != nil {
-		h.log.Warn("store failure marker failed", "request_id", rec.id, "err", serr)
+	if ttl := failure.TTL(status); ttl > 0 && pipeline.IsSourceFailure(err) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+		defer cancel()
+		if serr := h.store.Fail(ctx, failKey, status, ttl); serr != nil {
+			h.log.Warn("store failure marker failed", "request_id", rec.id, "err", serr)
+		}
 	}
 	h.writeError(w, r, rec, status, fallback)
 }

@@ -69,9 +69,11 @@ const (
 	maxBackoff  = time.Second
 	dialTimeout = 5 * time.Second
 
-	// User metadata names: our strong ETag, and a failure's status.
+	// User metadata names: our strong ETag, and a failure's status and
+	// how long it is remembered (seconds).
 	metaETag   = "etag"
 	metaStatus = "status"
+	metaTTL    = "ttl"
 
 	storeURLHead = "s3://"
 )
@@ -363,7 +365,7 @@ func (s *Store) putSeekable(ctx context.Context, key string, in *s3.PutObjectInp
 
 // Fail writes a small marker object; its age is its LastModified, so a
 // later failure simply overwrites it.
-func (s *Store) Fail(ctx context.Context, key string, status int) error {
+func (s *Store) Fail(ctx context.Context, key string, status int, ttl time.Duration) error {
 	k := s.cfg.Prefix + key
 	code := strconv.Itoa(status)
 	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
@@ -371,7 +373,7 @@ func (s *Store) Fail(ctx context.Context, key string, status int) error {
 		Key:         &k,
 		Body:        bytes.NewReader([]byte(code)),
 		ContentType: aws.String("text/plain"),
-		Metadata:    map[string]string{metaStatus: code},
+		Metadata:    map[string]string{metaStatus: code, metaTTL: strconv.FormatInt(int64(ttl.Seconds()), 10)},
 	})
 	if err != nil {
 		return fmt.Errorf("s3store: put failure %s: %w", key, err)
@@ -388,12 +390,18 @@ func (s *Store) Failure(ctx context.Context, key string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("s3store: head failure %s: %w", key, err)
 	}
-	if out.LastModified == nil || s.now().Sub(*out.LastModified) > store.FailureTTL {
-		return 0, store.ErrNotFound
-	}
 	status, err := strconv.Atoi(metaValue(out.Metadata, metaStatus))
 	if err != nil {
 		return 0, fmt.Errorf("s3store: bad failure marker %s: %w", key, err)
+	}
+	ttl, err := strconv.ParseInt(metaValue(out.Metadata, metaTTL), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("s3store: bad failure marker %s: %w", key, err)
+	}
+	// LastModified has whole seconds: a marker a second old may look fresh
+	// for up to a second longer, never shorter.
+	if out.LastModified == nil || s.now().Sub(*out.LastModified) > time.Duration(ttl)*time.Second {
+		return 0, store.ErrNotFound
 	}
 	return status, nil
 }

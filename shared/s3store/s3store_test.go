@@ -496,20 +496,21 @@ func TestFailedUploadLeavesNothing(t *testing.T) {
 func TestFailure(t *testing.T) {
 	s, _ := newStore(t, Config{Prefix: "p/"})
 	ctx := t.Context()
-	if err := s.Fail(ctx, "failed/x", 404); err != nil {
+	if err := s.Fail(ctx, "failed/x", 404, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := s.Failure(ctx, "failed/x"); err != nil || st != 404 {
 		t.Errorf("Failure = %d, %v; want 404", st, err)
 	}
 	// A later failure replaces the first.
-	if err := s.Fail(ctx, "failed/x", 502); err != nil {
+	if err := s.Fail(ctx, "failed/x", 502, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := s.Failure(ctx, "failed/x"); err != nil || st != 502 {
 		t.Errorf("Failure = %d, %v; want 502", st, err)
 	}
-	s.now = func() time.Time { return time.Now().Add(store.FailureTTL + time.Minute) }
+	// Each marker lives as long as it was written for.
+	s.now = func() time.Time { return time.Now().Add(12 * time.Second) }
 	if _, err := s.Failure(ctx, "failed/x"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("expired Failure: %v, want ErrNotFound", err)
 	}

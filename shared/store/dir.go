@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -87,13 +86,14 @@ func (d *Dir) Put(_ context.Context, key string, meta Meta, body io.Reader) erro
 	return err
 }
 
-func (d *Dir) Fail(_ context.Context, key string, status int) error {
+// Fail writes "<status> <ttl seconds>"; the marker's age is its mtime.
+func (d *Dir) Fail(_ context.Context, key string, status int, ttl time.Duration) error {
 	p, err := d.path(key)
 	if err != nil {
 		return err
 	}
 	_, err = writeAtomic(p, func(w io.Writer) (int64, error) {
-		k, err := io.WriteString(w, strconv.Itoa(status))
+		k, err := fmt.Fprintf(w, "%d %d", status, int64(ttl.Seconds()))
 		return int64(k), err
 	})
 	return err
@@ -111,18 +111,18 @@ func (d *Dir) Failure(_ context.Context, key string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: stat failure: %w", err)
 	}
-	if d.now().Sub(fi.ModTime()) > FailureTTL {
-		return 0, ErrNotFound
-	}
 	raw, err := os.ReadFile(p)
 	if err != nil {
 		return 0, fmt.Errorf("store: read failure: %w", err)
 	}
-	status, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil {
+	var status, ttl int64
+	if _, err := fmt.Sscanf(string(raw), "%d %d", &status, &ttl); err != nil {
 		return 0, fmt.Errorf("store: bad failure marker %s: %w", key, err)
 	}
-	return status, nil
+	if d.now().Sub(fi.ModTime()) > time.Duration(ttl)*time.Second {
+		return 0, ErrNotFound
+	}
+	return int(status), nil
 }
 
 // writeAtomic writes through fill into a temporary file beside path and

@@ -76,13 +76,13 @@ func TestDirFailureMemoryExpires(t *testing.T) {
 	if _, err := d.Failure(ctx, "failed/emoji/x"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("no failure yet: %v", err)
 	}
-	if err := d.Fail(ctx, "failed/emoji/x", 404); err != nil {
+	if err := d.Fail(ctx, "failed/emoji/x", 404, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if status, err := d.Failure(ctx, "failed/emoji/x"); err != nil || status != 404 {
 		t.Errorf("Failure = %d, %v", status, err)
 	}
-	now = now.Add(FailureTTL + time.Second)
+	now = now.Add(5*time.Minute + time.Second)
 	if _, err := d.Failure(ctx, "failed/emoji/x"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("failure remembered past its TTL: %v", err)
 	}

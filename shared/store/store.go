@@ -13,10 +13,6 @@ import (
 // ErrNotFound means the key holds no object (or no fresh failure).
 var ErrNotFound = errors.New("store: not found")
 
-// FailureTTL is how long a failed fetch or conversion is remembered, so a
-// dead link requested by many clients costs one fetch, not many.
-const FailureTTL = 5 * time.Minute
-
 // Meta is what a stored object is served with.
 type Meta struct {
 	ContentType string
@@ -46,9 +42,10 @@ type Store interface {
 	// that exists is not an error: variants are deterministic, so the
 	// first writer's bytes are as good as the second's.
 	Put(ctx context.Context, key string, meta Meta, body io.Reader) error
-	// Fail remembers that producing key failed with an HTTP status.
-	Fail(ctx context.Context, key string, status int) error
-	// Failure returns a status remembered less than FailureTTL ago, or
+	// Fail remembers for ttl that producing key failed with an HTTP
+	// status (see package failure for which failures and how long).
+	Fail(ctx context.Context, key string, status int, ttl time.Duration) error
+	// Failure returns a status remembered less than its ttl ago, or
 	// ErrNotFound.
 	Failure(ctx context.Context, key string) (int, error)
 }
@@ -63,6 +60,6 @@ func (None) Put(_ context.Context, _ string, _ Meta, body io.Reader) error {
 	return err
 }
 
-func (None) Fail(context.Context, string, int) error { return nil }
+func (None) Fail(context.Context, string, int, time.Duration) error { return nil }
 
 func (None) Failure(context.Context, string) (int, error) { return 0, ErrNotFound }
