@@ -65,6 +65,15 @@ func (c *Client) proxy(req *http.Request) (*url.URL, error) {
 	if pu == nil {
 		return nil, nil
 	}
+	// The proxy connects to the target port for us, so check it here too
+	// (Canonical and checkRedirect already did; this is defence in depth).
+	port, err := effectivePort(req.URL)
+	if err != nil {
+		return nil, err
+	}
+	if !c.portAllowed(port) {
+		return nil, blockedPort(port)
+	}
 	host := req.URL.Hostname()
 	ctx, cancel := context.WithTimeout(req.Context(), c.cfg.ConnectTimeout)
 	defer cancel()
@@ -179,8 +188,9 @@ func (c *Client) dialContext(ctx context.Context, network, address string) (net.
 }
 
 // dialer returns a net.Dialer whose Control hook re-checks the exact address
-// handed to connect(2). This is the last line of defence: whatever path led
-// here, a blocked address is never connected to.
+// and port handed to connect(2). This is the last line of defence: whatever
+// path led here, a blocked address or port is never connected to. A trusted
+// dial (the admin's proxy) skips both checks.
 func (c *Client) dialer(trusted bool) *net.Dialer {
 	return &net.Dialer{
 		KeepAlive: 30 * time.Second,
@@ -194,6 +204,9 @@ func (c *Client) dialer(trusted bool) *net.Dialer {
 			}
 			if !c.policy.permitted(ap.Addr()) {
 				return blocked("", ap.Addr())
+			}
+			if !c.portAllowed(ap.Port()) {
+				return blockedPort(ap.Port())
 			}
 			return nil
 		},

@@ -1,17 +1,29 @@
 // Package fetch is an SSRF-safe HTTP client for fetching remote media.
 //
-// Every outgoing connection is checked at dial time against the address
-// actually being connected to: the client resolves host names itself (see
-// Config.Resolver), refuses a name if any of its addresses is blocked, and a
-// net.Dialer Control hook re-checks the final IP just before connect(2). DNS
-// rebinding, redirects and odd host spellings therefore cannot reach loopback,
-// private, link-local, metadata or other internal addresses unless they are
-// listed in Config.AllowedPrivate.
+// Every URL, the caller's and each redirect target, is first put in its
+// canonical form (Client.Canonical): http or https only, no user info, an
+// IDNA-mapped lower-case ASCII host or a canonical IP literal, and a port
+// from Config.AllowedPorts (default 80 and 443). That form is exactly what is
+// requested, so a cache keyed on it cannot be poisoned by spellings that
+// would reach different hosts.
 //
-// When a proxy is configured, the proxy resolves target names, so the dial-time
-// guarantee moves to the proxy. Before a request is handed to the proxy, the
-// target name is resolved with Config.Resolver and refused if any address is
-// blocked; the proxy's own address is always dialable, even if private.
+// Without an outgoing proxy, every connection is checked at dial time against
+// the address actually connected to: the client resolves host names itself
+// (Config.Resolver), refuses a name if any of its addresses is blocked, and a
+// net.Dialer Control hook re-checks the final IP and port just before
+// connect(2). DNS rebinding, redirects and odd host spellings therefore cannot
+// reach loopback, private, link-local, metadata or other internal addresses
+// unless they are listed in Config.AllowedPrivate.
+//
+// With an outgoing proxy (Config.Proxy; by default HTTP_PROXY, HTTPS_PROXY,
+// NO_PROXY), the URL and port checks still apply to every hop, and before a
+// hop is handed to the proxy its name is resolved with Config.Resolver and
+// refused if any address is blocked. But the proxy resolves the name again
+// and makes the connection itself, so nothing here sees the address finally
+// connected to: a rebinding DNS server, or a proxy with a different view of
+// DNS, can reach whatever the proxy can. The proxy must enforce its own egress
+// rules. The proxy's own address is always dialable, even if private or on a
+// port outside Config.AllowedPorts.
 package fetch
 
 import (
@@ -25,7 +37,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strings"
+	"slices"
 	"time"
 )
 
@@ -41,6 +53,9 @@ type Config struct {
 	Timeout         time.Duration  // whole fetch including reading the body; default 60s
 	MaxRedirects    int            // default 10 when 0; negative disables redirects
 	AllowedPrivate  []netip.Prefix // ranges exempt from the SSRF block (MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS)
+	// AllowedPorts are the destination ports that may be fetched from
+	// (MEDIA_PROXY_ALLOWED_PORTS, see ParsePorts); empty means 80 and 443.
+	AllowedPorts []PortRange
 	// Proxy chooses a proxy per request; default http.ProxyFromEnvironment
 	// (HTTP_PROXY, HTTPS_PROXY, NO_PROXY). Use NoProxy to disable.
 	Proxy func(*http.Request) (*url.URL, error)
@@ -79,6 +94,10 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
+	if len(cfg.AllowedPorts) == 0 {
+		cfg.AllowedPorts = defaultPorts
+	}
+	cfg.AllowedPorts = slices.Clone(cfg.AllowedPorts)
 	allow := make([]netip.Prefix, len(cfg.AllowedPrivate))
 	for i, p := range cfg.AllowedPrivate {
 		allow[i] = p.Masked()
@@ -135,14 +154,15 @@ type Response struct {
 	Body          io.ReadCloser
 	ContentLength int64       // -1 when unknown
 	Header        http.Header // remote headers; never trust Content-Type
-	URL           *url.URL    // final URL after redirects
+	URL           *url.URL    // final URL after redirects, in canonical form
 }
 
-// Get fetches rawURL. On success the caller must Close the Response body;
-// closing it also releases the overall timeout. Errors are *Error values
-// carrying the status the proxy should answer with (see StatusOf).
+// Get fetches rawURL in its canonical form (see Canonical). On success the
+// caller must Close the Response body; closing it also releases the overall
+// timeout. Errors are *Error values carrying the status the proxy should
+// answer with (see StatusOf).
 func (c *Client) Get(ctx context.Context, rawURL string) (*Response, error) {
-	u, err := parseURL(rawURL)
+	u, err := c.Canonical(rawURL)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +186,7 @@ func (c *Client) Get(ctx context.Context, rawURL string) (*Response, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		e := classify(ctx, "fetch "+redact(u), err)
+		e := classify(ctx, "fetch "+Redact(u), err)
 		cancel()
 		return nil, e
 	}
@@ -235,83 +255,15 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 			Err:    ErrTooManyRedirects,
 		}
 	}
-	if err := validateURL(req.URL); err != nil {
-		return &Error{Status: http.StatusForbidden, Msg: "refusing redirect to " + redact(req.URL), Err: err}
+	u, err := c.canonical(req.URL)
+	if err != nil {
+		return &Error{Status: http.StatusForbidden, Msg: "refusing redirect to " + Redact(req.URL), Err: err}
 	}
+	// Request what a caller would key on had it asked for this URL.
+	req.URL, req.Host = u, u.Host
 	// Don't tell the next hop where we came from.
 	req.Header.Del("Referer")
 	return nil
-}
-
-// parseURL accepts only absolute http(s) URLs with a plain host.
-func parseURL(raw string) (*url.URL, error) {
-	if raw == "" {
-		return nil, badURL("empty URL", nil)
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, badURL("parsing URL", err)
-	}
-	if err := validateURL(u); err != nil {
-		return nil, err
-	}
-	return u, nil
-}
-
-func validateURL(u *url.URL) *Error {
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return badURL(fmt.Sprintf("unsupported scheme %q", u.Scheme), nil)
-	}
-	if u.Opaque != "" {
-		return badURL("URL is not hierarchical", nil)
-	}
-	// http://allowed@127.0.0.1/ style confusion, and we never send credentials.
-	if u.User != nil {
-		return badURL("URL must not contain user info", nil)
-	}
-	host := u.Hostname()
-	if host == "" {
-		return badURL("URL has no host", nil)
-	}
-	// url.Parse lets these into a host name; net/http refuses to send them.
-	if strings.ContainsAny(host, `"<>`) {
-		return badURL("invalid character in host", nil)
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return nil // canonical IP literal; the dial hook decides
-	}
-	if strings.Contains(host, ":") {
-		return badURL("invalid IPv6 host", nil)
-	}
-	if endsInNumber(host) {
-		// 127.1, 2130706433, 0x7f000001, 0177.0.0.1: legacy inet_aton forms
-		// that some resolvers turn into loopback. No real name looks like this.
-		return badURL(fmt.Sprintf("non-canonical IPv4 host %q", host), nil)
-	}
-	return nil
-}
-
-// endsInNumber reports whether the last label of host is numeric (decimal or
-// 0x-hex), which the WHATWG URL standard treats as an IPv4 address.
-func endsInNumber(host string) bool {
-	host = strings.TrimSuffix(host, ".")
-	last := host[strings.LastIndexByte(host, '.')+1:]
-	if last == "" {
-		return false
-	}
-	if rest, ok := strings.CutPrefix(strings.ToLower(last), "0x"); ok {
-		return strings.Trim(rest, "0123456789abcdef") == ""
-	}
-	return strings.Trim(last, "0123456789") == ""
-}
-
-// redact drops the query and fragment, which may carry tokens, from URLs
-// that end up in error messages.
-func redact(u *url.URL) string {
-	r := *u
-	r.User = nil
-	r.RawQuery, r.ForceQuery, r.Fragment, r.RawFragment = "", false, "", ""
-	return r.String()
 }
 
 // body enforces MaxSize and maps read errors to *Error.

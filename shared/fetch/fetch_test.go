@@ -160,9 +160,16 @@ func staticResolver(m map[string][]string) Resolver {
 	})
 }
 
-// newTestClient fills in fast timeouts, no proxy and an offline resolver.
+// allPorts lets tests reach httptest servers on random ports.
+var allPorts = []PortRange{{1, 65535}}
+
+// newTestClient fills in fast timeouts, no proxy, an offline resolver and,
+// unless cfg says otherwise, every port.
 func newTestClient(t *testing.T, cfg Config) *Client {
 	t.Helper()
+	if cfg.AllowedPorts == nil {
+		cfg.AllowedPorts = allPorts
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = staticResolver(nil)
 	}
@@ -365,7 +372,10 @@ func TestRefusedAddresses(t *testing.T) {
 		{"http://100.64.0.1/", http.StatusForbidden},
 		{"http://224.0.0.1/", http.StatusForbidden},
 		{"http://255.255.255.255/", http.StatusForbidden},
-		{"http://[fe80::1%25lo]" + p + "/", http.StatusForbidden},
+		{"http://[fe80::1%25lo]" + p + "/", http.StatusBadRequest}, // zones name local interfaces
+		{"http://127。0。0。1" + p + "/", http.StatusForbidden},       // maps to 127.0.0.1, as in browsers
+		{"http://１２７.０.０.１" + p + "/", http.StatusForbidden},
+		{"http://１２７.１" + p + "/", http.StatusBadRequest},
 		{"http://[64:ff9b::7f00:1]" + p + "/", http.StatusForbidden},
 		{"http://[2002:7f00:1::]" + p + "/", http.StatusForbidden},
 		{"http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", http.StatusForbidden},
@@ -406,6 +416,13 @@ func TestBadURLs(t *testing.T) {
 		"http://[::1/",
 		"http://exa mple.com/",
 		"HTTP://127.1/",
+		"https://x@victim.example/e.png",
+		"http://@victim.example/",
+		"http://example..com/",
+		"http://xn--zz.example/",
+		"http://exa$mple.com/",
+		"http://example.com:0/",
+		"http://example.com:65536/",
 	} {
 		t.Run(raw, func(t *testing.T) {
 			_, err := c.Get(t.Context(), raw)
