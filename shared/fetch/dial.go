@@ -2,12 +2,14 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -128,7 +130,7 @@ func (c *Client) resolve(ctx context.Context, network, host string) ([]netip.Add
 
 // dialContext is the transport's DialContext. It resolves the host itself so
 // that every address is checked before use and the transport never does a
-// second, unchecked lookup.
+// second, unchecked lookup; then it races the addresses (see race).
 func (c *Client) dialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	host, portStr, err := net.SplitHostPort(address)
 	if err != nil {
@@ -167,25 +169,169 @@ func (c *Client) dialContext(ctx context.Context, network, address string) (net.
 		}
 	}
 
+	addrs = dialOrder(addrs)
+	targets := make([]netip.AddrPort, len(addrs))
+	for i, a := range addrs {
+		targets[i] = netip.AddrPortFrom(a, uint16(port))
+	}
 	d := c.dialer(trusted)
-	var firstErr error
-	for _, a := range addrs {
-		conn, err := d.DialContext(ctx, network, netip.AddrPortFrom(a, uint16(port)).String())
-		if err == nil {
-			return conn, nil
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if len(addrs) > 1 {
-		return nil, fmt.Errorf("%w (tried %d addresses)", firstErr, len(addrs))
-	}
-	return nil, firstErr
+	return race(ctx, targets, c.cfg.FallbackDelay, func(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+		return d.DialContext(ctx, network, ap.String())
+	})
 }
+
+// maxDialAttempts caps how many of a name's addresses one dial tries.
+// Every attempt started stays open until it fails or the connect deadline
+// passes, so a hostile name with hundreds of blackholed addresses would
+// otherwise hold hundreds of sockets per fetch.
+const maxDialAttempts = 8
+
+// dialOrder returns the addresses to try, alternating address families and
+// starting with the family of the first answer (RFC 8305 section 4); within
+// a family the resolver's order is kept. At most maxDialAttempts are kept.
+func dialOrder(addrs []netip.Addr) []netip.Addr {
+	if len(addrs) == 0 {
+		return nil
+	}
+	isV4 := func(a netip.Addr) bool { return a.Unmap().Is4() }
+	first := isV4(addrs[0])
+	var same, other []netip.Addr
+	for _, a := range addrs {
+		if isV4(a) == first {
+			same = append(same, a)
+		} else {
+			other = append(other, a)
+		}
+	}
+	out := make([]netip.Addr, 0, min(len(addrs), maxDialAttempts))
+	for i := 0; len(out) < cap(out); i++ {
+		if i < len(same) {
+			out = append(out, same[i])
+		}
+		if i < len(other) && len(out) < cap(out) {
+			out = append(out, other[i])
+		}
+	}
+	return out
+}
+
+// race connects to one of addrs, in order: an attempt starts when the
+// previous one fails or after delay, whichever comes first (RFC 8305
+// section 5). The first connection wins; the attempts still running are
+// cancelled, and one that connects anyway is closed. A blackholed address
+// thus costs delay, not the whole connect deadline, which ctx carries.
+func race(ctx context.Context, addrs []netip.AddrPort, delay time.Duration,
+	dial func(context.Context, netip.AddrPort) (net.Conn, error),
+) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the losers
+
+	// Buffered so that no attempt ever blocks on delivering its result.
+	results := make(chan dialResult, len(addrs))
+	next, running := 0, 0
+	start := func() {
+		ap := addrs[next]
+		next++
+		running++
+		go func() {
+			conn, err := dial(ctx, ap)
+			results <- dialResult{conn, err}
+		}()
+	}
+	stagger := time.NewTimer(delay)
+	defer stagger.Stop()
+	if len(addrs) > 0 {
+		start()
+	}
+
+	var errs []error
+	for running > 0 {
+		select {
+		case r := <-results:
+			running--
+			if r.err == nil {
+				if running > 0 {
+					go closeLate(results, running)
+				}
+				return r.conn, nil
+			}
+			errs = append(errs, r.err)
+		case <-stagger.C:
+		}
+		// Either an attempt failed or the stagger passed: next address.
+		if next < len(addrs) && ctx.Err() == nil {
+			start()
+			stagger.Reset(delay)
+		}
+	}
+	return nil, newDialError(ctx, errs, len(addrs))
+}
+
+type dialResult struct {
+	conn net.Conn
+	err  error
+}
+
+// closeLate closes the connections of the n attempts that lost the race.
+func closeLate(results <-chan dialResult, n int) {
+	for range n {
+		if r := <-results; r.conn != nil {
+			r.conn.Close()
+		}
+	}
+}
+
+// dialError reports a dial in which every attempt failed.
+type dialError struct {
+	errs    []error // one per attempt, in the order they failed
+	untried int     // addresses not tried before the deadline
+	timeout bool
+}
+
+// newDialError sums up the failed attempts of a race over n addresses
+// under ctx. It is a timeout if the connect deadline passed or an attempt
+// timed out, so that a blackholed address next to a refusing one still
+// classifies as a gateway timeout.
+func newDialError(ctx context.Context, errs []error, n int) *dialError {
+	e := &dialError{errs: errs, untried: n - len(errs)}
+	e.timeout = errors.Is(ctx.Err(), context.DeadlineExceeded)
+	for _, err := range errs {
+		var ne net.Error
+		if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+			e.timeout = true
+		}
+	}
+	return e
+}
+
+func (e *dialError) Error() string {
+	if len(e.errs) == 0 {
+		return "no address to connect to"
+	}
+	if len(e.errs) == 1 && e.untried == 0 {
+		return e.errs[0].Error()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "all %d connection attempts failed", len(e.errs))
+	if e.untried > 0 {
+		fmt.Fprintf(&b, " (%d more addresses untried)", e.untried)
+	}
+	for i, err := range e.errs {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (e *dialError) Unwrap() []error { return e.errs }
+func (e *dialError) Timeout() bool   { return e.timeout }
+
+// Temporary is part of net.Error; like net's own errors, never true.
+func (e *dialError) Temporary() bool { return false }
 
 // dialer returns a net.Dialer whose Control hook re-checks the exact address
 // and port handed to connect(2). This is the last line of defence: whatever

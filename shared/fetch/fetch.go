@@ -13,7 +13,9 @@
 // net.Dialer Control hook re-checks the final IP and port just before
 // connect(2). DNS rebinding, redirects and odd host spellings therefore cannot
 // reach loopback, private, link-local, metadata or other internal addresses
-// unless they are listed in Config.AllowedPrivate.
+// unless they are listed in Config.AllowedPrivate. A name's addresses are
+// raced (Happy Eyeballs, RFC 8305), so a dead address costs
+// Config.FallbackDelay rather than the whole connect timeout.
 //
 // With an outgoing proxy (Config.Proxy; by default HTTP_PROXY, HTTPS_PROXY,
 // NO_PROXY), the URL and port checks still apply to every hop, and before a
@@ -56,6 +58,10 @@ type Config struct {
 	// AllowedPorts are the destination ports that may be fetched from
 	// (MEDIA_PROXY_ALLOWED_PORTS, see ParsePorts); empty means 80 and 443.
 	AllowedPorts []PortRange
+	// FallbackDelay is how long one connection attempt runs before the next
+	// address of the name is tried in parallel; default 300ms, as in
+	// net.Dialer. A failed attempt starts the next one at once.
+	FallbackDelay time.Duration
 	// Proxy chooses a proxy per request; default http.ProxyFromEnvironment
 	// (HTTP_PROXY, HTTPS_PROXY, NO_PROXY). Use NoProxy to disable.
 	Proxy func(*http.Request) (*url.URL, error)
@@ -98,6 +104,9 @@ func (cfg Config) withDefaults() Config {
 		cfg.AllowedPorts = defaultPorts
 	}
 	cfg.AllowedPorts = slices.Clone(cfg.AllowedPorts)
+	if cfg.FallbackDelay <= 0 {
+		cfg.FallbackDelay = 300 * time.Millisecond
+	}
 	allow := make([]netip.Prefix, len(cfg.AllowedPrivate))
 	for i, p := range cfg.AllowedPrivate {
 		allow[i] = p.Masked()
