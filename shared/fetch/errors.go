@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 )
 
 // Sentinel errors; test with errors.Is.
@@ -29,6 +30,9 @@ type Error struct {
 	Status int    // HTTP status for the proxy's own response
 	Msg    string // what went wrong, without the cause
 	Err    error  // cause; may be nil
+	// RetryAfter is the origin's Retry-After (capped at one hour) when it
+	// answered 429 or 503 with a valid one; 0 otherwise.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {

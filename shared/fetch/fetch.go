@@ -40,6 +40,8 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -199,7 +201,7 @@ func (c *Client) Get(ctx context.Context, rawURL string) (*Response, error) {
 		cancel()
 		return nil, e
 	}
-	if e := checkStatus(resp); e != nil {
+	if e := checkStatus(resp, time.Now()); e != nil {
 		resp.Body.Close()
 		cancel()
 		return nil, e
@@ -243,17 +245,55 @@ func (c *Client) Fetch(ctx context.Context, rawURL string) ([]byte, *Response, e
 	return buf.Bytes(), resp, nil
 }
 
-func checkStatus(resp *http.Response) *Error {
+// maxRetryAfter caps an origin's Retry-After: a hint of days would only
+// keep clients away for no good reason.
+const maxRetryAfter = time.Hour
+
+func checkStatus(resp *http.Response, now time.Time) *Error {
 	code := resp.StatusCode
 	msg := "remote returned " + resp.Status
+	var e *Error
 	switch {
 	case code >= 200 && code <= 299:
 		return nil
 	case code >= 400 && code <= 499:
-		return &Error{Status: code, Msg: msg, Err: ErrRemoteStatus}
+		e = &Error{Status: code, Msg: msg, Err: ErrRemoteStatus}
 	default: // 5xx, and 1xx/3xx we could not follow
-		return &Error{Status: http.StatusBadGateway, Msg: msg, Err: ErrRemoteStatus}
+		e = &Error{Status: http.StatusBadGateway, Msg: msg, Err: ErrRemoteStatus}
 	}
+	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+	}
+	return e
+}
+
+// parseRetryAfter reads a Retry-After value (RFC 9110 section 10.2.3):
+// delay-seconds or an HTTP-date. It returns 0 for junk and past dates, and
+// caps the delay at maxRetryAfter. A date is rounded up to whole seconds.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if strings.Trim(v, "0123456789") == "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n > uint64(maxRetryAfter/time.Second) { // err: too many digits
+			return maxRetryAfter
+		}
+		return time.Duration(n) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	d := t.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	if r := d.Truncate(time.Second); r < d {
+		d = r + time.Second
+	}
+	return min(d, maxRetryAfter)
 }
 
 func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {

@@ -871,3 +871,87 @@ func TestProxyConnect(t *testing.T) {
 		t.Errorf("body = %q, CONNECTs = %d", data, connects.Load())
 	}
 }
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC)
+	date := func(d time.Duration, layout string) string { return now.Add(d).UTC().Format(layout) }
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"120", 2 * time.Minute},
+		{" 5 ", 5 * time.Second},
+		{"0", 0},
+		{"3600", time.Hour},
+		{"3601", time.Hour}, // capped
+		{"99999999999999999999999999", time.Hour}, // valid delay-seconds, however long
+		{"-5", 0},
+		{"+5", 0},
+		{"1.5", 0},
+		{"5s", 0},
+		{"soon", 0},
+		{date(90*time.Second, http.TimeFormat), 90 * time.Second},
+		{date(90*time.Second, time.RFC850), 90 * time.Second},
+		{date(90*time.Second, time.ANSIC), 90 * time.Second},
+		{date(48*time.Hour, http.TimeFormat), time.Hour}, // capped
+		{date(-time.Minute, http.TimeFormat), 0},         // past
+		{date(0, http.TimeFormat), 0},
+		{"Tue, 03 Nov 2026 12:01:30 +0100", 0}, // not an HTTP-date
+	} {
+		if got := parseRetryAfter(tt.in, now); got != tt.want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+	// HTTP-dates have whole seconds; a date 1.5 s ahead of now rounds up.
+	if got := parseRetryAfter(date(2*time.Second, http.TimeFormat), now.Add(500*time.Millisecond)); got != 2*time.Second {
+		t.Errorf("date 1.5s ahead = %v, want 2s", got)
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	mux := http.NewServeMux()
+	reply := func(code int, retryAfter string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if retryAfter != "" {
+				w.Header().Set("Retry-After", retryAfter)
+			}
+			http.Error(w, "busy", code)
+		}
+	}
+	mux.HandleFunc("/429", reply(429, "30"))
+	mux.HandleFunc("/429-none", reply(429, ""))
+	mux.HandleFunc("/429-junk", reply(429, "later"))
+	mux.HandleFunc("/503-date", reply(503, time.Now().Add(2*time.Minute).UTC().Format(http.TimeFormat)))
+	mux.HandleFunc("/503-past", reply(503, "Sun, 06 Nov 1994 08:49:37 GMT"))
+	mux.HandleFunc("/503-long", reply(503, "86400"))
+	mux.HandleFunc("/500", reply(500, "30"))
+	mux.HandleFunc("/404", reply(404, "30"))
+	srv, _ := serveHTTP(t, listen(t, "127.0.0.1:0"), mux)
+	c := newTestClient(t, Config{AllowedPrivate: []netip.Prefix{loopback}})
+
+	for _, tt := range []struct {
+		path   string
+		status int
+		lo, hi time.Duration
+	}{
+		{"/429", 429, 30 * time.Second, 30 * time.Second},
+		{"/429-none", 429, 0, 0},
+		{"/429-junk", 429, 0, 0},
+		{"/503-date", 502, 118 * time.Second, 2 * time.Minute},
+		{"/503-past", 502, 0, 0},
+		{"/503-long", 502, time.Hour, time.Hour},
+		{"/500", 502, 0, 0}, // only 429 and 503 carry a meaningful Retry-After
+		{"/404", 404, 0, 0},
+	} {
+		_, err := c.Get(t.Context(), srv.URL+tt.path)
+		checkErr(t, err, tt.status, ErrRemoteStatus)
+		var fe *Error
+		if !errors.As(err, &fe) {
+			t.Fatalf("%s: %v is not an *Error", tt.path, err)
+		}
+		if fe.RetryAfter < tt.lo || fe.RetryAfter > tt.hi {
+			t.Errorf("%s: RetryAfter = %v, want %v..%v", tt.path, fe.RetryAfter, tt.lo, tt.hi)
+		}
+	}
+}
