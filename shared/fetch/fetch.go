@@ -160,12 +160,31 @@ func (c *Client) CloseIdleConnections() { c.tr.CloseIdleConnections() }
 
 // Response is a successful (2xx) remote response.
 type Response struct {
-	// Body is bounded by MaxSize (reading past it returns an error wrapping
-	// ErrTooLarge) and by the overall Timeout. Read errors are *Error values.
+	// Body is bounded by MaxSize or a lower LimitTo (reading past it returns
+	// an error wrapping ErrTooLarge) and by the overall Timeout. Read errors
+	// are *Error values.
 	Body          io.ReadCloser
 	ContentLength int64       // -1 when unknown
 	Header        http.Header // remote headers; never trust Content-Type
 	URL           *url.URL    // final URL after redirects, in canonical form
+
+	body *body // Body as returned by Get, for LimitTo
+}
+
+// LimitTo lowers the size cap of this response to n bytes, counting what
+// has already been read. It returns a 413 *Error wrapping ErrTooLarge at once
+// if the declared ContentLength or the bytes already read exceed n;
+// otherwise reading past n fails with that error. A cap is never raised. It
+// must not be called concurrently with reads; the caller still closes Body.
+func (r *Response) LimitTo(n int64) error {
+	n = max(n, 0)
+	if r.ContentLength > n {
+		return tooLarge(n)
+	}
+	if r.body == nil {
+		return nil
+	}
+	return r.body.limitTo(n)
 }
 
 // Get fetches rawURL in its canonical form (see Canonical). On success the
@@ -211,17 +230,18 @@ func (c *Client) Get(ctx context.Context, rawURL string) (*Response, error) {
 		cancel()
 		return nil, tooLarge(c.cfg.MaxSize)
 	}
+	b := &body{
+		rc:     resp.Body,
+		ctx:    ctx,
+		cancel: cancel,
+		limit:  c.cfg.MaxSize,
+	}
 	return &Response{
-		Body: &body{
-			rc:        resp.Body,
-			ctx:       ctx,
-			cancel:    cancel,
-			limit:     c.cfg.MaxSize,
-			remaining: c.cfg.MaxSize,
-		},
+		Body:          b,
 		ContentLength: resp.ContentLength,
 		Header:        resp.Header,
 		URL:           resp.Request.URL,
+		body:          b,
 	}, nil
 }
 
@@ -315,37 +335,53 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
-// body enforces MaxSize and maps read errors to *Error.
+// body enforces the size cap and maps read errors to *Error.
 type body struct {
-	rc        io.ReadCloser
-	ctx       context.Context
-	cancel    context.CancelFunc
-	limit     int64
-	remaining int64
-	err       error // sticky
+	rc     io.ReadCloser
+	ctx    context.Context
+	cancel context.CancelFunc
+	limit  int64 // size cap
+	read   int64 // bytes returned so far
+	err    error // sticky
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	// Read one byte beyond the limit so an exactly-MaxSize body is not an error.
-	if int64(len(p)) > b.remaining {
-		p = p[:b.remaining+1]
+	// Read one byte beyond the limit so a body of exactly limit bytes is
+	// not an error.
+	remaining := b.limit - b.read
+	if int64(len(p)) > remaining {
+		p = p[:remaining+1]
 	}
 	n, err := b.rc.Read(p)
-	if int64(n) > b.remaining {
-		n = int(b.remaining)
-		b.remaining = 0
+	if int64(n) > remaining {
+		b.read = b.limit
 		b.err = tooLarge(b.limit)
-		return n, b.err
+		return int(remaining), b.err
 	}
-	b.remaining -= int64(n)
+	b.read += int64(n)
 	if err != nil && err != io.EOF {
 		b.err = classify(b.ctx, "reading response body", err)
 		return n, b.err
 	}
 	return n, err
+}
+
+// limitTo lowers the cap to n.
+func (b *body) limitTo(n int64) error {
+	if n >= b.limit {
+		return nil
+	}
+	b.limit = n
+	if b.read > n {
+		if b.err == nil { // keep an earlier read error
+			b.err = tooLarge(n)
+		}
+		return tooLarge(n)
+	}
+	return nil
 }
 
 func (b *body) Close() error {

@@ -955,3 +955,120 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitTo(t *testing.T) {
+	const size = 1000
+	mux := http.NewServeMux()
+	mux.HandleFunc("/cl", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		w.Write(bytes.Repeat([]byte("x"), size))
+	})
+	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
+		for range size / 100 {
+			w.Write(bytes.Repeat([]byte("x"), 100))
+			http.NewResponseController(w).Flush()
+		}
+	})
+	srv, _ := serveHTTP(t, listen(t, "127.0.0.1:0"), mux)
+	c := newTestClient(t, Config{AllowedPrivate: []netip.Prefix{loopback}, MaxSize: 800})
+	big := newTestClient(t, Config{AllowedPrivate: []netip.Prefix{loopback}})
+
+	get := func(c *Client, path string) *Response {
+		t.Helper()
+		resp, err := c.Get(t.Context(), srv.URL+path)
+		if err != nil {
+			t.Fatalf("Get %s: %v", path, err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	checkTooLarge := func(err error, limit int) {
+		t.Helper()
+		checkErr(t, err, http.StatusRequestEntityTooLarge, ErrTooLarge)
+		if want := fmt.Sprintf("exceeds %d bytes", limit); err != nil && !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+
+	t.Run("declared length over the cap", func(t *testing.T) {
+		resp := get(big, "/cl")
+		checkTooLarge(resp.LimitTo(size-1), size-1)
+	})
+	t.Run("declared length at the cap", func(t *testing.T) {
+		resp := get(big, "/cl")
+		if err := resp.LimitTo(size); err != nil {
+			t.Fatalf("LimitTo(%d): %v", size, err)
+		}
+		if data, err := io.ReadAll(resp.Body); err != nil || len(data) != size {
+			t.Errorf("read %d bytes, %v", len(data), err)
+		}
+	})
+	t.Run("chunked over the cap", func(t *testing.T) {
+		resp := get(big, "/chunked")
+		if err := resp.LimitTo(500); err != nil {
+			t.Fatalf("LimitTo: %v", err)
+		}
+		data, err := io.ReadAll(resp.Body)
+		checkTooLarge(err, 500)
+		if len(data) != 500 {
+			t.Errorf("read %d bytes, want exactly the 500 allowed", len(data))
+		}
+	})
+	t.Run("chunked exactly at the cap", func(t *testing.T) {
+		resp := get(big, "/chunked")
+		if err := resp.LimitTo(size); err != nil {
+			t.Fatalf("LimitTo: %v", err)
+		}
+		if data, err := io.ReadAll(resp.Body); err != nil || len(data) != size {
+			t.Errorf("read %d bytes, %v", len(data), err)
+		}
+	})
+	t.Run("counts what was already read", func(t *testing.T) {
+		resp := get(big, "/chunked")
+		head := make([]byte, 300)
+		if _, err := io.ReadFull(resp.Body, head); err != nil {
+			t.Fatal(err)
+		}
+		if err := resp.LimitTo(400); err != nil { // 300 read, 100 to go
+			t.Fatalf("LimitTo(400): %v", err)
+		}
+		rest, err := io.ReadAll(resp.Body)
+		checkTooLarge(err, 400)
+		if len(rest) != 100 {
+			t.Errorf("read %d more bytes, want 100", len(rest))
+		}
+		checkTooLarge(resp.LimitTo(200), 200) // already past it
+		_, err = resp.Body.Read(make([]byte, 1))
+		checkErr(t, err, http.StatusRequestEntityTooLarge, ErrTooLarge)
+	})
+	t.Run("already read past the new cap", func(t *testing.T) {
+		resp := get(big, "/chunked")
+		if _, err := io.ReadFull(resp.Body, make([]byte, 300)); err != nil {
+			t.Fatal(err)
+		}
+		checkTooLarge(resp.LimitTo(200), 200)
+		_, err := resp.Body.Read(make([]byte, 1))
+		checkTooLarge(err, 200)
+	})
+	t.Run("never raises the cap", func(t *testing.T) {
+		resp := get(c, "/chunked") // MaxSize 800
+		if err := resp.LimitTo(5000); err != nil {
+			t.Fatalf("LimitTo: %v", err)
+		}
+		data, err := io.ReadAll(resp.Body)
+		checkTooLarge(err, 800)
+		if len(data) != 800 {
+			t.Errorf("read %d bytes, want 800", len(data))
+		}
+	})
+	t.Run("after Fetch", func(t *testing.T) {
+		_, resp, err := big.Fetch(t.Context(), srv.URL+"/chunked")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := resp.LimitTo(size); err != nil {
+			t.Errorf("LimitTo(%d) after reading %d: %v", size, size, err)
+		}
+		checkTooLarge(resp.LimitTo(size-1), size-1)
+	})
+}
