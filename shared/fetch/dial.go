@@ -52,9 +52,10 @@ func (s *fetchState) isProxy(address string) bool {
 }
 
 // proxy wraps Config.Proxy. A proxy resolves target names itself, so our
-// dial-time check cannot see the real destination; instead we resolve the
-// target here and refuse if any of its addresses is blocked. From then on
-// the guarantee rests on the proxy (it could still see different DNS answers).
+// dial-time check cannot see the real destination; instead we check the
+// target's port and resolve its name here, refusing it if any address is
+// blocked. From then on the guarantee rests on the proxy: it resolves again
+// and may get other answers, so it must enforce egress rules of its own.
 func (c *Client) proxy(req *http.Request) (*url.URL, error) {
 	st, _ := req.Context().Value(stateKey{}).(*fetchState)
 	if st != nil {

@@ -40,8 +40,9 @@ var hostProfile = idna.New(
 //   - no port when it is the scheme's default, and only ports allowed by
 //     Config.AllowedPorts,
 //   - path "/" when empty; path and query otherwise byte for byte, except
-//     that bytes which cannot be sent raw (space, non-ASCII, `"<>\^{|}` in
-//     the path; space in the query) are percent-encoded.
+//     that bytes net/http would not send as they are get percent-encoded:
+//     in the path, space, non-ASCII and "<>\^`{|}; in the query, space
+//     (which would split the request line).
 //
 // Canonical(Canonical(x).String()) gives the same URL. Errors are *Error
 // values: 400 wrapping ErrBadURL for malformed or refused URLs, 403 wrapping
