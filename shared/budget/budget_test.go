@@ -1,0 +1,201 @@
+package budget
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestAcquireWaitsThenRefuses(t *testing.T) {
+	b := New(Options{Bytes: 100, MaxWaiting: 1, MaxWait: 200 * time.Millisecond})
+	ctx := context.Background()
+	if got, err := b.Acquire(ctx, 80); err != nil || got != 80 {
+		t.Fatalf("Acquire(80) = %d, %v", got, err)
+	}
+	// One may wait; it is served when bytes come back.
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Acquire(ctx, 50)
+		done <- err
+	}()
+	waitFor(t, func() bool { return len(b.slots) == 1 })
+	// The queue is full: the next is refused at once.
+	start := time.Now()
+	if _, err := b.Acquire(ctx, 50); !errors.Is(err, ErrBusy) || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("third Acquire: %v after %v, want ErrBusy at once", err, time.Since(start))
+	}
+	b.Release(80)
+	if err := <-done; err != nil {
+		t.Fatalf("waiter: %v", err)
+	}
+	if b.Held() != 50 {
+		t.Errorf("held %d, want 50", b.Held())
+	}
+	// A wait longer than MaxWait gives up with ErrBusy.
+	if _, err := b.Acquire(ctx, 60); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Acquire past MaxWait: %v, want ErrBusy", err)
+	}
+	// The caller's cancellation is not ErrBusy.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := b.Acquire(cctx, 60); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Acquire: %v", err)
+	}
+}
+
+func TestAcquireLargerThanBudgetRunsAlone(t *testing.T) {
+	b := New(Options{Bytes: 100})
+	got, err := b.Acquire(context.Background(), 1000)
+	if err != nil || got != 100 {
+		t.Fatalf("Acquire(1000) = %d, %v; want the whole budget", got, err)
+	}
+	b.Release(got)
+	if b.Held() != 0 {
+		t.Errorf("held %d after release", b.Held())
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 200 {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("condition never held")
+}
+
+// trickle returns its data a few bytes at a time, then blocks until
+// released, as a stalled origin does.
+type trickle struct {
+	data  []byte
+	stall chan struct{}
+}
+
+func (r *trickle) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		if r.stall == nil {
+			return 0, io.EOF
+		}
+		<-r.stall
+		return 0, errors.New("connection closed")
+	}
+	n := copy(p[:min(len(p), 1000)], r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func TestBufferHoldsWhatArrivedNotWhatWasClaimed(t *testing.T) {
+	b := New(Options{Bytes: 64 << 20})
+	stall := make(chan struct{})
+	var wg sync.WaitGroup
+	bufs := make([]*Buffer, 24)
+	for i := range bufs {
+		// Each claims 250 MB, sends 4 KiB and stalls.
+		bufs[i] = b.Buffer(250 << 20)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bufs[i].Fill(context.Background(), &trickle{data: make([]byte, 4096), stall: stall})
+		}()
+	}
+	waitFor(t, func() bool { return b.Held() == 24*firstGrowth })
+	close(stall)
+	wg.Wait()
+	for _, x := range bufs {
+		if x.Len() != 4096 {
+			t.Errorf("buffer holds %d bytes, want 4096", x.Len())
+		}
+		x.Release()
+	}
+	if b.Held() != 0 {
+		t.Errorf("held %d after release", b.Held())
+	}
+}
+
+func TestBufferGrowsToTheDeclaredLength(t *testing.T) {
+	b := New(Options{Bytes: 64 << 20})
+	data := bytes.Repeat([]byte("abcdefgh"), 300_000) // 2.4 MB
+	x := b.Buffer(int64(len(data)))
+	if err := x.Fill(context.Background(), &trickle{data: data}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(x.Bytes(), data) {
+		t.Fatal("bytes differ")
+	}
+	// Doubling stops at the declared length: no step past it.
+	if held := b.Held(); held != int64(len(data))+probe {
+		t.Errorf("held %d for %d bytes, want %d", held, len(data), len(data)+probe)
+	}
+	// Without a declared length, doubling bounds the slack by 2x.
+	y := b.Buffer(-1)
+	if err := y.Fill(context.Background(), &trickle{data: data}); err != nil {
+		t.Fatal(err)
+	}
+	if h := b.Held() - int64(len(data)) - probe; h < int64(len(data)) || h > 2*int64(len(data)) {
+		t.Errorf("unknown length: held %d for %d bytes", h, len(data))
+	}
+	x.Release()
+	y.Release()
+}
+
+func TestBufferWaitsForBudget(t *testing.T) {
+	b := New(Options{Bytes: 1 << 20, MaxWait: 100 * time.Millisecond})
+	big := b.Buffer(-1)
+	if err := big.Reserve(context.Background(), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	x := b.Buffer(-1)
+	err := x.Fill(context.Background(), &trickle{data: make([]byte, 10)})
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("Fill with the budget taken: %v, want ErrBusy", err)
+	}
+	big.Release()
+	if err := x.Fill(context.Background(), &trickle{data: make([]byte, 10)}); err != nil {
+		t.Fatalf("Fill once freed: %v", err)
+	}
+}
+
+func TestProcessMemory(t *testing.T) {
+	files := map[string]string{
+		"/proc/meminfo":             "MemTotal:       24568320 kB\nMemFree: 1 kB\n",
+		"/sys/fs/cgroup/memory.max": "max\n",
+		"/sys/fs/cgroup/memory/x":   "",
+	}
+	read := func(name string) ([]byte, error) {
+		if s, ok := files[name]; ok {
+			return []byte(s), nil
+		}
+		return nil, fs.ErrNotExist
+	}
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+
+	if n, from := processMemory(getenv, read, 1<<62); n != 24568320<<10 || from != "MemTotal" {
+		t.Errorf("RAM only: %d from %q", n, from)
+	}
+	if n, from := processMemory(getenv, read, 2<<30); n != 2<<30 || from != "GOMEMLIMIT" {
+		t.Errorf("with GOMEMLIMIT: %d from %q", n, from)
+	}
+	files["/sys/fs/cgroup/memory.max"] = "1073741824\n"
+	if n, from := processMemory(getenv, read, 2<<30); n != 1<<30 || !strings.Contains(from, "cgroup") {
+		t.Errorf("with a cgroup limit: %d from %q", n, from)
+	}
+	env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = "512"
+	if n, from := processMemory(getenv, read, 2<<30); n != 512<<20 || from != "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" {
+		t.Errorf("on Lambda: %d from %q", n, from)
+	}
+	delete(files, "/sys/fs/cgroup/memory.max")
+	files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = "9223372036854771712\n" // v1: no limit
+	delete(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+	if n, from := processMemory(getenv, read, 1<<62); from != "MemTotal" {
+		t.Errorf("cgroup v1 without a limit: %d from %q", n, from)
+	}
+}
