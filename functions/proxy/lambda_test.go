@@ -190,6 +190,7 @@ func TestLambdaWithS3(t *testing.T) {
 		"MEDIA_PROXY_S3_PATH_STYLE":            "true",
 		"MEDIA_PROXY_QUEUE":                    "none",
 		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8",
+		"MEDIA_PROXY_ALLOWED_PORTS":            "1-65535", // origins on random loopback ports
 		"AWS_ENDPOINT_URL_S3":                  s3env.endpoint,
 		"AWS_ACCESS_KEY_ID":                    s3env.access,
 		"AWS_SECRET_ACCESS_KEY":                s3env.secret,
@@ -294,6 +295,7 @@ func TestLambdaWithS3Down(t *testing.T) {
 		"MEDIA_PROXY_S3_PATH_STYLE":            "true",
 		"MEDIA_PROXY_QUEUE":                    "none",
 		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8",
+		"MEDIA_PROXY_ALLOWED_PORTS":            "1-65535", // origins on random loopback ports
 		"AWS_ENDPOINT_URL_S3":                  closed,
 		"AWS_ACCESS_KEY_ID":                    s3env.access,
 		"AWS_SECRET_ACCESS_KEY":                s3env.secret,

@@ -5,13 +5,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 
@@ -42,30 +39,13 @@ func run() error {
 
 	if cfg.OnLambda {
 		// The Lambda runtime owns the process from here on.
-		lambda.StartWithOptions(functionurl.Handler(svc.Handler, log), lambda.WithContext(ctx))
+		lambda.StartWithOptions(functionurl.Handler(svc.Handler, log, svc.Handler.CommonHeaders()), lambda.WithContext(ctx))
 		return nil
 	}
 
-	srv := &http.Server{
-		Addr:              ":" + cfg.Port,
-		Handler:           svc.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("listening", "addr", srv.Addr, "store", cfg.Store)
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	ln, err := svc.Listen()
+	if err != nil {
 		return err
 	}
-	// Finish the precompute jobs still queued in process, within the same deadline.
-	return svc.Close(sctx)
+	return svc.Serve(ctx, ln)
 }

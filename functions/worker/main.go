@@ -29,7 +29,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	concurrency, err := worker.ConcurrencyFromEnv(os.Getenv)
+	concurrency, err := worker.ConcurrencyFromEnv(os.Getenv, worker.ConcurrencyFor(cfg.MemoryBudget, cfg.MaxConvertSize))
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,7 @@ func TestBootstrapUnderEmulator(t *testing.T) {
 		"MEDIA_PROXY_STORE=s3://"+bucket+"/cache",
 		"MEDIA_PROXY_S3_PATH_STYLE=true",
 		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS=127.0.0.0/8",
+		"MEDIA_PROXY_ALLOWED_PORTS=1-65535",
 		"MEDIA_PROXY_WORKER_CONCURRENCY=2",
 	)
 	emu := lambdatest.Start(t, rie, "", lambdatest.Build(t, "."), env)
@@ -78,7 +79,7 @@ func TestBootstrapUnderEmulator(t *testing.T) {
 	}
 	q.Settle(t, msgs, out)
 
-	key, _ := good.Key()
+	key, _ := good.Key(jobstest.Canonical)
 	if keys := jobstest.Keys(t, s3c, bucket, "cache/"+key); len(keys) != 1 {
 		t.Errorf("emoji-static not in S3: %v", keys)
 	}

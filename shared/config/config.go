@@ -6,7 +6,9 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,7 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
+	"golang.org/x/net/http/httpproxy"
 )
 
 // Config is every setting, parsed.
@@ -22,16 +26,37 @@ type Config struct {
 	// OnLambda is set when AWS Lambda started the process.
 	OnLambda bool
 	Port     string
+	// BindAddress is the local server's listening address ("" = all
+	// interfaces).
+	BindAddress string
+	// MaxConnections caps the local server's open connections.
+	MaxConnections int
+	// WriteTimeout drops a client whose response makes no progress.
+	WriteTimeout time.Duration
 	// Store is "dir:<path>", "s3://<bucket>/<prefix>" or "none".
 	Store string
 	// Queue is "local", an SQS queue URL, or "none".
-	Queue          string
-	PublicBaseURL  string
-	S3PathStyle    bool
-	PresignTTL     time.Duration
+	Queue         string
+	PublicBaseURL string
+	S3PathStyle   bool
+	PresignTTL    time.Duration
+	// StoreMaxSize is the on-disk store's budget (0: its default).
+	StoreMaxSize   int64
 	AllowedPrivate []netip.Prefix
-	MaxSize        int64
+	AllowedPorts   []fetch.PortRange
+	// OutgoingProxy is HTTP_PROXY, HTTPS_PROXY and NO_PROXY (either
+	// case), read here so that every setting comes through Load.
+	OutgoingProxy httpproxy.Config
+	// TrustOutgoingProxy accepts an outgoing proxy (see Load).
+	TrustOutgoingProxy bool
+	MaxSize            int64
+	// MaxConvertSize caps sources that are converted, held whole in memory.
+	MaxConvertSize int64
 	UserAgent      string
+	// MemoryBudget bounds the bytes held by fetches and decodes at once;
+	// MemoryFrom says where its default came from.
+	MemoryBudget int64
+	MemoryFrom   string
 
 	ConnectTimeout  time.Duration
 	ResponseTimeout time.Duration
@@ -40,6 +65,7 @@ type Config struct {
 	MaxPixels            int64
 	MaxFrames            int
 	TransformConcurrency int
+	TransformTimeout     time.Duration
 	VipsConcurrency      int
 
 	ContentSecurityPolicy string
@@ -60,6 +86,14 @@ func Load(getenv func(string) string) (Config, error) {
 	e := env{getenv: getenv}
 	c := Config{
 		Port:                  e.str("PORT", "3000"),
+		BindAddress:           e.str("MEDIA_PROXY_BIND_ADDRESS", ""),
+		MaxConnections:        int(e.integer("MEDIA_PROXY_MAX_CONNECTIONS", 1024)),
+		WriteTimeout:          e.duration("MEDIA_PROXY_WRITE_TIMEOUT", 30*time.Second),
+		StoreMaxSize:          e.integer("MEDIA_PROXY_STORE_MAX_SIZE", 0),
+		TrustOutgoingProxy:    e.boolean("MEDIA_PROXY_TRUST_OUTGOING_PROXY", false),
+		MaxConvertSize:        e.integer("MEDIA_PROXY_MAX_CONVERT_SIZE", 50<<20),
+		MemoryBudget:          e.integer("MEDIA_PROXY_MEMORY_BUDGET", 0),
+		TransformTimeout:      e.duration("MEDIA_PROXY_TRANSFORM_TIMEOUT", 20*time.Second),
 		Store:                 e.str("MEDIA_PROXY_STORE", ""),
 		Queue:                 e.str("MEDIA_PROXY_QUEUE", ""),
 		PublicBaseURL:         strings.TrimRight(e.str("MEDIA_PROXY_PUBLIC_BASE_URL", ""), "/"),
@@ -91,10 +125,39 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.AllowedPrivate = p
 	}
+	if raw := e.str("MEDIA_PROXY_ALLOWED_PORTS", ""); raw != "" && e.err == nil {
+		p, err := fetch.ParsePorts(raw)
+		if err != nil {
+			e.err = fmt.Errorf("MEDIA_PROXY_ALLOWED_PORTS: %w", err)
+		}
+		c.AllowedPorts = p
+	}
 	if e.err != nil {
 		return Config{}, e.err
 	}
 	c.OnLambda = getenv("AWS_LAMBDA_RUNTIME_API") != ""
+	// An outgoing proxy resolves target names again, after the address
+	// check: DNS rebinding could then reach the proxy's own network. Only
+	// an admin who makes the proxy enforce egress rules may use one.
+	c.OutgoingProxy = httpproxy.Config{
+		HTTPProxy:  either(getenv, "HTTP_PROXY"),
+		HTTPSProxy: either(getenv, "HTTPS_PROXY"),
+		NoProxy:    either(getenv, "NO_PROXY"),
+	}
+	if (c.OutgoingProxy.HTTPProxy != "" || c.OutgoingProxy.HTTPSProxy != "") && !c.TrustOutgoingProxy {
+		return Config{}, fmt.Errorf("HTTP_PROXY or HTTPS_PROXY is set: an outgoing proxy resolves names itself, so the proxy's address checks cannot cover DNS rebinding; unset it, or set MEDIA_PROXY_TRUST_OUTGOING_PROXY=true if that proxy refuses private and internal destinations itself")
+	}
+	if c.MemoryBudget == 0 {
+		// Half of what the process may use: the rest is the runtime,
+		// libvips' threads and output buffers.
+		mem, from := budget.ProcessMemory(getenv)
+		c.MemoryBudget, c.MemoryFrom = mem/2, "half of "+from
+		if mem == 0 {
+			c.MemoryBudget, c.MemoryFrom = 1<<30, "fixed default"
+		}
+	} else {
+		c.MemoryFrom = "MEDIA_PROXY_MEMORY_BUDGET"
+	}
 	if c.Store == "" {
 		if c.OnLambda {
 			return Config{}, fmt.Errorf("MEDIA_PROXY_STORE must be set on Lambda (s3://bucket/prefix or none)")
@@ -128,8 +191,9 @@ func (c Config) validate() error {
 	default:
 		return fmt.Errorf("MEDIA_PROXY_STORE: want dir:<path>, s3://<bucket>/<prefix> or none, got %q", c.Store)
 	}
-	if c.MaxSize <= 0 || c.MaxPixels <= 0 || c.MaxFrames <= 0 || c.TransformConcurrency <= 0 {
-		return fmt.Errorf("size, pixel, frame and concurrency limits must be positive")
+	if c.MaxSize <= 0 || c.MaxConvertSize <= 0 || c.MaxPixels <= 0 || c.MaxFrames <= 0 || c.TransformConcurrency <= 0 ||
+		c.MemoryBudget <= 0 || c.MaxConnections <= 0 || c.TransformTimeout <= 0 || c.StoreMaxSize < 0 || c.WriteTimeout < 0 {
+		return fmt.Errorf("size, pixel, frame, memory, connection, time and concurrency limits must be positive")
 	}
 	return nil
 }
@@ -141,6 +205,21 @@ func defaultStoreDir() string {
 		return filepath.Join(d, "misskey-media-proxy")
 	}
 	return filepath.Join(os.TempDir(), "misskey-media-proxy")
+}
+
+// either reads an upper-case variable or, unset, its lower-case spelling,
+// as net/http does.
+func either(getenv func(string) string, name string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return getenv(strings.ToLower(name))
+}
+
+// ProxyFunc chooses the outgoing proxy for a request, from OutgoingProxy.
+func (c Config) ProxyFunc() func(*http.Request) (*url.URL, error) {
+	f := c.OutgoingProxy.ProxyFunc()
+	return func(r *http.Request) (*url.URL, error) { return f(r.URL) }
 }
 
 // env reads variables and keeps the first parse error.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,71 @@ func TestErrors(t *testing.T) {
 		"timeout":  {"MEDIA_PROXY_FETCH_TIMEOUT": "soon"},
 		"bool":     {"MEDIA_PROXY_S3_PATH_STYLE": "maybe"},
 		"level":    {"MEDIA_PROXY_LOG_LEVEL": "loud"},
+	} {
+		if _, err := load(vars); err == nil {
+			t.Errorf("%s: accepted %v", name, vars)
+		}
+	}
+}
+
+func TestOutgoingProxyNeedsConsent(t *testing.T) {
+	for _, v := range []string{"HTTPS_PROXY", "http_proxy"} {
+		_, err := load(map[string]string{v: "http://proxy.internal:3128"})
+		if err == nil || !strings.Contains(err.Error(), "MEDIA_PROXY_TRUST_OUTGOING_PROXY") {
+			t.Errorf("%s set without consent: %v, want a refusal naming the setting", v, err)
+		}
+		c, err := load(map[string]string{v: "http://proxy.internal:3128", "MEDIA_PROXY_TRUST_OUTGOING_PROXY": "true"})
+		if err != nil {
+			t.Errorf("%s with consent: %v", v, err)
+			continue
+		}
+		// The fetcher uses exactly the proxy Load read, for the scheme it
+		// was given for.
+		req, _ := http.NewRequest("GET", "http://media.example/a.png", nil)
+		if strings.HasPrefix(v, "HTTPS") {
+			req, _ = http.NewRequest("GET", "https://media.example/a.png", nil)
+		}
+		if u, err := c.ProxyFunc()(req); err != nil || u == nil || u.Host != "proxy.internal:3128" {
+			t.Errorf("%s: proxy for %s is %v, %v", v, req.URL, u, err)
+		}
+	}
+}
+
+func TestLimitsAndBudget(t *testing.T) {
+	c, err := load(map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The default budget is half of what the process may use (at most
+	// the Lambda memory size here).
+	if c.MemoryBudget > 512<<20 || c.MemoryBudget <= 0 || !strings.HasPrefix(c.MemoryFrom, "half of") {
+		t.Errorf("default budget %d (%s), want at most 512 MiB", c.MemoryBudget, c.MemoryFrom)
+	}
+	if c.MaxConvertSize >= c.MaxSize || len(c.AllowedPorts) != 0 || c.BindAddress != "" ||
+		c.MaxConnections <= 0 || c.WriteTimeout <= 0 || c.TransformTimeout <= 0 {
+		t.Errorf("defaults: %+v", c)
+	}
+	c, err = load(map[string]string{
+		"MEDIA_PROXY_MEMORY_BUDGET":     "100000000",
+		"MEDIA_PROXY_MAX_CONVERT_SIZE":  "1000",
+		"MEDIA_PROXY_ALLOWED_PORTS":     "80,443,8000-8999",
+		"MEDIA_PROXY_BIND_ADDRESS":      "127.0.0.1",
+		"MEDIA_PROXY_MAX_CONNECTIONS":   "10",
+		"MEDIA_PROXY_WRITE_TIMEOUT":     "5s",
+		"MEDIA_PROXY_TRANSFORM_TIMEOUT": "3s",
+		"MEDIA_PROXY_STORE_MAX_SIZE":    "1048576",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MemoryBudget != 100000000 || c.MaxConvertSize != 1000 || len(c.AllowedPorts) != 3 || c.BindAddress != "127.0.0.1" ||
+		c.MaxConnections != 10 || c.WriteTimeout != 5*time.Second || c.TransformTimeout != 3*time.Second || c.StoreMaxSize != 1<<20 {
+		t.Errorf("parsed: %+v", c)
+	}
+	for name, vars := range map[string]map[string]string{
+		"ports":  {"MEDIA_PROXY_ALLOWED_PORTS": "80,http"},
+		"budget": {"MEDIA_PROXY_MEMORY_BUDGET": "-5"},
+		"conns":  {"MEDIA_PROXY_MAX_CONNECTIONS": "0"},
 	} {
 		if _, err := load(vars); err == nil {
 			t.Errorf("%s: accepted %v", name, vars)

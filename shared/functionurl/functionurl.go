@@ -25,7 +25,12 @@ const MaxBody = 4_400_000
 // Handler adapts h to buffered Function URL events. A response whose body
 // would exceed MaxBody is replaced by a 502, since Lambda would fail it
 // anyway; the proxy routes such bodies through S3 before it gets here.
-func Handler(h http.Handler, log *slog.Logger) func(context.Context, events.LambdaFunctionURLRequest) (events.LambdaFunctionURLResponse, error) {
+// The adapter's own error responses carry common, the headers h puts on
+// every response (CSP, CORS, nosniff).
+func Handler(h http.Handler, log *slog.Logger, common http.Header) func(context.Context, events.LambdaFunctionURLRequest) (events.LambdaFunctionURLResponse, error) {
+	textResponse := func(status int) events.LambdaFunctionURLResponse {
+		return errorResponse(status, common)
+	}
 	return func(ctx context.Context, ev events.LambdaFunctionURLRequest) (events.LambdaFunctionURLResponse, error) {
 		req, err := newRequest(ctx, ev)
 		if err != nil {
@@ -119,15 +124,17 @@ func (w *responseWriter) response() events.LambdaFunctionURLResponse {
 	return resp
 }
 
-func textResponse(status int) events.LambdaFunctionURLResponse {
+// errorResponse is the adapter's own error: a short status text with the
+// common headers, never cached (neither fault says anything lasting about
+// the URL).
+func errorResponse(status int, common http.Header) events.LambdaFunctionURLResponse {
 	body := http.StatusText(status) + "\n"
-	return events.LambdaFunctionURLResponse{
-		StatusCode: status,
-		Headers: map[string]string{
-			"content-type":   "text/plain; charset=utf-8",
-			"content-length": strconv.Itoa(len(body)),
-			"cache-control":  "max-age=300",
-		},
-		Body: body,
+	hd := map[string]string{}
+	for k, v := range common {
+		hd[strings.ToLower(k)] = strings.Join(v, ",")
 	}
+	hd["content-type"] = "text/plain; charset=utf-8"
+	hd["content-length"] = strconv.Itoa(len(body))
+	hd["cache-control"] = "no-store"
+	return events.LambdaFunctionURLResponse{StatusCode: status, Headers: hd, Body: body}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -34,7 +35,7 @@ func TestRequestAndBinaryResponse(t *testing.T) {
 		w.Header().Set("Content-Type", "image/png")
 		w.Header().Add("Set-Cookie", "a=1")
 		w.Write(payload)
-	}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}), slog.New(slog.NewTextHandler(io.Discard, nil)), common)
 	resp, err := h(context.Background(), event("GET", "/e.webp", "url=https%3A%2F%2Fx%2Fa.png&emoji=1"))
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +63,7 @@ func TestTextAndHead(t *testing.T) {
 		if r.Method != http.MethodHead {
 			w.Write([]byte("ok\n"))
 		}
-	}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}), slog.New(slog.NewTextHandler(io.Discard, nil)), common)
 	resp, _ := h(context.Background(), event("GET", "/", ""))
 	if resp.StatusCode != http.StatusTeapot || resp.IsBase64Encoded || resp.Body != "ok\n" {
 		t.Errorf("GET: %+v", resp)
@@ -77,10 +78,32 @@ func TestOversizedBodyNeverLeaves(t *testing.T) {
 	h := Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "video/mp4")
 		w.Write(make([]byte, MaxBody+1))
-	}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}), slog.New(slog.NewTextHandler(io.Discard, nil)), common)
 	resp, _ := h(context.Background(), event("GET", "/v.mp4", "url=x"))
 	if resp.StatusCode != http.StatusBadGateway || len(resp.Body) > 100 {
 		t.Errorf("oversized body answered %d with %d bytes", resp.StatusCode, len(resp.Body))
+	}
+	checkCommon(t, resp)
+}
+
+// common stands for the proxy's headers on every response.
+var common = http.Header{
+	"Content-Security-Policy":     {"default-src 'none'"},
+	"Access-Control-Allow-Origin": {"*"},
+	"X-Content-Type-Options":      {"nosniff"},
+}
+
+// checkCommon: the adapter's own errors carry the common headers too, and
+// are not cached.
+func checkCommon(t *testing.T, resp events.LambdaFunctionURLResponse) {
+	t.Helper()
+	for k, v := range common {
+		if got := resp.Headers[strings.ToLower(k)]; got != v[0] {
+			t.Errorf("%s = %q, want %q", k, got, v[0])
+		}
+	}
+	if cc := resp.Headers["cache-control"]; cc != "no-store" {
+		t.Errorf("Cache-Control = %q, want no-store", cc)
 	}
 }
 
@@ -88,7 +111,7 @@ func TestBase64RequestBody(t *testing.T) {
 	var got []byte
 	h := Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, _ = io.ReadAll(r.Body)
-	}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}), slog.New(slog.NewTextHandler(io.Discard, nil)), common)
 	ev := event("POST", "/", "")
 	ev.Body = base64.StdEncoding.EncodeToString([]byte{1, 2, 3})
 	ev.IsBase64Encoded = true
@@ -97,7 +120,9 @@ func TestBase64RequestBody(t *testing.T) {
 		t.Errorf("body %v", got)
 	}
 	ev.Body = "%%%"
-	if resp, _ := h(context.Background(), ev); resp.StatusCode != http.StatusBadRequest {
+	resp, _ := h(context.Background(), ev)
+	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("bad base64 answered %d", resp.StatusCode)
 	}
+	checkCommon(t, resp)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
+	"github.com/misskey-lambda/media-proxy/shared/jobs/jobstest"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
 
@@ -49,9 +50,9 @@ func FuzzDecode(f *testing.F) {
 		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			t.Fatalf("Decode(%q) accepted %q", body, j.URL)
 		}
-		key, err := j.Key()
+		key, err := j.Key(jobstest.Canonical)
 		if err != nil {
-			t.Fatalf("Key of decoded %+v: %v", j, err)
+			return // refused as the proxy refuses it; the runner finishes it as failed
 		}
 		if strings.Contains(key, "..") || strings.HasPrefix(key, "/") || !strings.HasPrefix(key, "v1/"+string(j.Variant)+"/") {
 			t.Fatalf("Key of decoded %+v = %q", j, key)

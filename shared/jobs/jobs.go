@@ -57,13 +57,17 @@ func (j Job) Source() (*url.URL, error) {
 	return u, nil
 }
 
+// Canonicalizer gives the one form of a source URL that store keys are
+// derived from and that is fetched (fetch.Client.Canonical).
+type Canonicalizer func(raw string) (*url.URL, error)
+
 // Key is the store key the job's output goes to.
-func (j Job) Key() (string, error) {
-	u, err := j.Source()
+func (j Job) Key(canonical Canonicalizer) (string, error) {
+	u, err := canonical(j.URL)
 	if err != nil {
 		return "", err
 	}
-	return variant.Key(variant.NormalizeURL(u), j.Variant), nil
+	return variant.Key(u.String(), j.Variant), nil
 }
 
 // wire is the message body: small, versioned JSON.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
+	"github.com/misskey-lambda/media-proxy/shared/jobs/jobstest"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
 
@@ -77,12 +78,12 @@ func TestForAndKey(t *testing.T) {
 	if len(js) != 1 || js[0].Variant != variant.EmojiStatic || js[0].URL != src.String() {
 		t.Fatalf("For = %+v", js)
 	}
-	key, err := js[0].Key()
+	key, err := js[0].Key(jobstest.Canonical)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The same key the proxy looks up for emoji=1&static=1 of the URL.
-	if want := variant.Key(variant.NormalizeURL(src), variant.EmojiStatic); key != want {
+	if want, _ := jobstest.KeysOf(t, "https://example.com/a.gif", variant.EmojiStatic); key != want {
 		t.Errorf("Key = %s, want %s", key, want)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/failure"
+	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
@@ -58,6 +59,8 @@ type Producer interface {
 type Runner struct {
 	Producer Producer
 	Store    store.Store
+	// Canonical gives the form keys and fetches use, as the proxy's.
+	Canonical Canonicalizer
 }
 
 // Run executes j. The error is non-nil exactly when the outcome is Retry;
@@ -83,10 +86,19 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 		// built in code is finished, not retried.
 		return Report{Outcome: Failed, Status: http.StatusBadRequest, Err: err}, nil
 	}
-	src, _ := j.Source()
-	norm := variant.NormalizeURL(src)
-	key := variant.Key(norm, j.Variant)
-	failKey := variant.FailureKey(norm, j.Variant)
+	src, err := r.Canonical(j.URL)
+	if err != nil {
+		// Refused as the proxy refuses it at the door: nothing fetched,
+		// nothing remembered, nothing to retry.
+		status := fetch.StatusOf(err)
+		if status == 0 {
+			status = http.StatusBadRequest
+		}
+		return Report{Outcome: Failed, Status: status, Err: err}, nil
+	}
+	c := src.String()
+	key := variant.Key(c, j.Variant)
+	failKey := variant.FailureKey(c, j.Variant)
 
 	switch e, err := r.Store.Lookup(ctx, key); {
 	case err == nil:

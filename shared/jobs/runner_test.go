@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/url"
 	"testing"
 
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
@@ -32,7 +31,7 @@ func newFixture(t *testing.T, env map[string]string) *fixture {
 
 func (f *fixture) read(t *testing.T, j jobs.Job) (*store.Entry, []byte) {
 	t.Helper()
-	key, err := j.Key()
+	key, err := j.Key(jobstest.Canonical)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,8 +53,8 @@ func (f *fixture) read(t *testing.T, j jobs.Job) (*store.Entry, []byte) {
 
 func (f *fixture) failure(t *testing.T, j jobs.Job) int {
 	t.Helper()
-	u, _ := url.Parse(j.URL)
-	status, err := f.store.Failure(context.Background(), variant.FailureKey(variant.NormalizeURL(u), j.Variant))
+	_, failKey := jobstest.KeysOf(t, j.URL, j.Variant)
+	status, err := f.store.Failure(context.Background(), failKey)
 	if errors.Is(err, store.ErrNotFound) {
 		return 0
 	}
@@ -155,8 +154,8 @@ func TestRunnerTransientFailures(t *testing.T) {
 		t.Errorf("origin hit %d times, want 1", hits)
 	}
 	// Retried once the memory has passed, it succeeds.
-	u, _ := url.Parse(j.URL)
-	if err := f.store.Fail(context.Background(), variant.FailureKey(variant.NormalizeURL(u), j.Variant), http.StatusBadGateway, 0); err != nil {
+	_, failKey := jobstest.KeysOf(t, j.URL, j.Variant)
+	if err := f.store.Fail(context.Background(), failKey, http.StatusBadGateway, 0); err != nil {
 		t.Fatal(err)
 	}
 	f.origin.Add("/flaky.gif", testmedia.GIF(32, 32, 2))
@@ -212,7 +211,7 @@ func TestRunnerStoreErrorsAreTransient(t *testing.T) {
 		"lookup": {Store: f.store, lookup: true},
 		"put":    {Store: f.store, put: true},
 	} {
-		r := &jobs.Runner{Producer: f.runner.Producer, Store: st}
+		r := &jobs.Runner{Producer: f.runner.Producer, Store: st, Canonical: f.runner.Canonical}
 		rep, err := r.Run(context.Background(), j)
 		if !errors.Is(err, errBroken) || rep.Outcome != jobs.Retry {
 			t.Errorf("%s failing: %+v, %v; want a retry", name, rep, err)

@@ -148,8 +148,7 @@ func TestSiblingsPrecomputedInProcess(t *testing.T) {
 	if resp := get(svc.Handler, "/e.webp?emoji=1&url="+url.QueryEscape(src)); resp.Code != http.StatusOK {
 		t.Fatalf("emoji: %d", resp.Code)
 	}
-	u, _ := url.Parse(src)
-	key := variant.Key(variant.NormalizeURL(u), variant.EmojiStatic)
+	key, _ := jobstest.KeysOf(t, src, variant.EmojiStatic)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := svc.Store.Lookup(context.Background(), key); err == nil {

@@ -1,6 +1,10 @@
 // Package pipeline produces one variant of one remote URL: fetch, sniff,
 // then pass through or transform. The HTTP handler and the precompute
 // worker share it; neither knows how the other stores or answers.
+//
+// Every byte it holds in memory, fetched or decoded, is taken from the
+// process's memory budget first (package budget), so the memory a burst
+// of requests costs follows what origins really send.
 package pipeline
 
 import (
@@ -14,6 +18,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/disposition"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
@@ -22,20 +27,21 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
 
+// BusyRetryAfter is what a client is told when the memory budget has no
+// room: most work finishes within a couple of seconds.
+const BusyRetryAfter = 2 * time.Second
+
 // Error is a failure with the HTTP status the client should get.
 type Error struct {
 	Status int
+	// RetryAfter, when set, is when to come back: the origin said so (429
+	// or 503 with Retry-After), or the proxy is out of memory budget.
+	RetryAfter time.Duration
 	// Source is set when fetching or converting the source failed, which
 	// says something about the URL (see package failure); otherwise the
 	// proxy could not do the work just now and nothing is to be remembered.
 	Source bool
 	Err    error
-}
-
-// IsSourceFailure reports whether err is a failure of the source itself.
-func IsSourceFailure(err error) bool {
-	var pe *Error
-	return errors.As(err, &pe) && pe.Source
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%d: %v", e.Status, e.Err) }
@@ -53,61 +59,100 @@ func StatusOf(err error) int {
 	return http.StatusBadGateway
 }
 
+// RetryAfterOf gives the Retry-After of an error from Produce, or 0.
+func RetryAfterOf(err error) time.Duration {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.RetryAfter
+	}
+	return 0
+}
+
+// IsSourceFailure reports whether err is a failure of the source itself.
+func IsSourceFailure(err error) bool {
+	var pe *Error
+	return errors.As(err, &pe) && pe.Source
+}
+
 // Result is a produced variant. Exactly one of Data and Body is set: Data
-// holds bodies up to the inline limit, Body streams larger passthroughs.
+// holds bodies up to the in-memory size, Body streams larger passthroughs.
+// Close must be called once the result has been used: it gives the
+// memory back to the budget.
 type Result struct {
 	Meta store.Meta
 	Data []byte
-	// Body must be closed by the caller.
 	Body io.ReadCloser
 	// Figures for logs and metrics.
 	BytesIn               int64
 	Fetch, Transform      time.Duration
 	Width, Height, Frames int
+
+	buf *budget.Buffer
 }
 
-// Close releases Body if any.
+// Close releases Body, if any, and the result's memory budget.
 func (r *Result) Close() error {
+	var err error
 	if r.Body != nil {
-		return r.Body.Close()
+		err = r.Body.Close()
 	}
-	return nil
+	if r.buf != nil {
+		r.buf.Release()
+		r.buf = nil
+	}
+	return err
+}
+
+// Options configure a Pipeline.
+type Options struct {
+	// InMemory is the largest passthrough body read into memory (and
+	// given an ETag); larger ones stream.
+	InMemory int64
+	// MaxConvertSize is the largest source converted (413 above), lower
+	// than the fetcher's cap for passthrough: a converted source is held
+	// whole in memory.
+	MaxConvertSize int64
+	// Budget bounds the memory held by fetched bodies and decodes.
+	Budget *budget.Budget
 }
 
 // Pipeline holds what producing a variant needs.
 type Pipeline struct {
 	fetcher     *fetch.Client
 	transformer *transform.Transformer
-	inlineLimit int64
+	opts        Options
 }
 
-// New returns a Pipeline. Passthrough bodies up to inlineLimit bytes are
-// read into memory (and get an ETag); larger ones are streamed.
-func New(f *fetch.Client, t *transform.Transformer, inlineLimit int64) *Pipeline {
-	return &Pipeline{fetcher: f, transformer: t, inlineLimit: inlineLimit}
+// New returns a Pipeline.
+func New(f *fetch.Client, t *transform.Transformer, o Options) *Pipeline {
+	return &Pipeline{fetcher: f, transformer: t, opts: o}
 }
 
-// Produce fetches src and makes kind k of it.
+// Produce fetches src, which must be in the fetcher's canonical form, and
+// makes kind k of it.
 func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*Result, error) {
 	start := time.Now()
 	resp, err := p.fetcher.Get(ctx, src.String())
 	if err != nil {
-		return nil, fetchError(err)
+		return nil, fetchError(ctx, err)
 	}
-	closeBody := true
+	buf := p.opts.Budget.Buffer(resp.ContentLength)
+	done := false
 	defer func() {
-		if closeBody {
+		if !done {
 			resp.Body.Close()
+			buf.Release()
 		}
 	}()
-
-	head := make([]byte, sniff.HeadSize)
-	n, err := io.ReadFull(resp.Body, head)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return nil, fetchError(err)
+	if k != variant.Original {
+		if err := resp.LimitTo(p.opts.MaxConvertSize); err != nil {
+			return nil, fetchError(ctx, err)
+		}
 	}
-	head = head[:n]
-	typ := sniff.Detect(head)
+	if err := buf.Fill(ctx, io.LimitReader(resp.Body, sniff.HeadSize)); err != nil {
+		return nil, readError(ctx, err)
+	}
+	typ := sniff.Detect(buf.Bytes())
 	remoteDisposition := resp.Header.Get("Content-Disposition")
 
 	if k == variant.Original && !typ.IsSVG() {
@@ -118,19 +163,16 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 			ContentType: typ.MIME,
 			Disposition: disposition.Inline(disposition.Filename(remoteDisposition, src, typ.Exts())),
 			Size:        -1,
-		}}
-		// Read up to the inline limit; past it, stream what is left.
-		limited := io.LimitReader(resp.Body, p.inlineLimit-int64(n)+1)
-		var buf bytes.Buffer
-		if resp.ContentLength > 0 && resp.ContentLength <= p.inlineLimit {
-			buf.Grow(int(resp.ContentLength))
-		}
-		buf.Write(head)
-		if _, err := buf.ReadFrom(limited); err != nil {
-			return nil, fetchError(err)
+		}, buf: buf}
+		// Read up to the in-memory size; past it, stream what is left.
+		limited := io.LimitReader(resp.Body, p.opts.InMemory-int64(buf.Len())+1)
+		if err := buf.Fill(ctx, limited); err != nil {
+			return nil, readError(ctx, err)
 		}
 		res.Fetch = time.Since(start)
-		if int64(buf.Len()) <= p.inlineLimit {
+		done = true
+		if int64(buf.Len()) <= p.opts.InMemory {
+			resp.Body.Close()
 			res.Data = buf.Bytes()
 			res.Meta.Size = int64(len(res.Data))
 			res.Meta.ETag = ETag(res.Data)
@@ -141,26 +183,30 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 			res.Meta.Size = resp.ContentLength
 		}
 		res.BytesIn = res.Meta.Size
-		res.Body = readCloser{io.MultiReader(&buf, resp.Body), resp.Body}
-		closeBody = false
+		res.Body = readCloser{io.MultiReader(bytes.NewReader(buf.Bytes()), resp.Body), resp.Body}
 		return res, nil
 	}
 
 	if !typ.Convertible() {
 		return nil, &Error{Status: http.StatusNotFound, Source: true, Err: fmt.Errorf("type %s cannot be converted", typ.MIME)}
 	}
-	// Sized up front: growing by doubling would allocate and zero about
-	// twice a large image.
-	src2 := bytes.NewBuffer(make([]byte, 0, max(int64(len(head)), resp.ContentLength)+bytes.MinRead))
-	src2.Write(head)
-	if _, err := src2.ReadFrom(resp.Body); err != nil {
-		return nil, fetchError(err)
+	if err := resp.LimitTo(p.opts.MaxConvertSize); err != nil { // an SVG asked for unchanged
+		return nil, fetchError(ctx, err)
 	}
+	if err := buf.Fill(ctx, resp.Body); err != nil {
+		return nil, readError(ctx, err)
+	}
+	resp.Body.Close()
 	fetched := time.Now()
-	out, err := p.transformer.Apply(ctx, src2.Bytes(), typ, k)
+	out, err := p.transformer.Apply(ctx, buf.Bytes(), typ, k)
 	if err != nil {
-		return nil, transformError(err)
+		return nil, transformError(ctx, err)
 	}
+	done = true
+	bytesIn := int64(buf.Len())
+	// The source is no longer needed; the output stays accounted until
+	// the result is closed.
+	buf.Keep(int64(len(out.Data)))
 	return &Result{
 		Meta: store.Meta{
 			ContentType: out.MIME,
@@ -169,12 +215,13 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 			Size:        int64(len(out.Data)),
 		},
 		Data:      out.Data,
-		BytesIn:   int64(src2.Len()),
+		BytesIn:   bytesIn,
 		Fetch:     fetched.Sub(start),
 		Transform: time.Since(fetched),
 		Width:     out.Width,
 		Height:    out.Height,
 		Frames:    out.Frames,
+		buf:       buf,
 	}, nil
 }
 
@@ -192,21 +239,39 @@ type readCloser struct {
 	io.Closer
 }
 
-func fetchError(err error) error {
+// fetchError gives a fetch failure its status. A failure while the work's
+// own context is done (every client gone) says nothing about the source.
+func fetchError(ctx context.Context, err error) error {
 	status := fetch.StatusOf(err)
 	if status == 0 {
 		status = StatusOf(err)
 	}
-	return &Error{Status: status, Source: true, Err: err}
+	var retry time.Duration
+	var fe *fetch.Error
+	if errors.As(err, &fe) {
+		retry = fe.RetryAfter
+	}
+	return &Error{Status: status, RetryAfter: retry, Source: ctx.Err() == nil, Err: err}
 }
 
-func transformError(err error) error {
+// readError is fetchError for errors while buffering the body, which may
+// also be the memory budget's.
+func readError(ctx context.Context, err error) error {
+	if errors.Is(err, budget.ErrBusy) {
+		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
+	}
+	return fetchError(ctx, err)
+}
+
+func transformError(ctx context.Context, err error) error {
 	status := http.StatusUnprocessableEntity
 	switch {
+	case errors.Is(err, budget.ErrBusy):
+		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
 	case errors.Is(err, transform.ErrNotConvertible), errors.Is(err, transform.ErrNoEntropy):
 		status = http.StatusNotFound
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		status = http.StatusGatewayTimeout
+	case ctx.Err() != nil:
+		return &Error{Status: http.StatusGatewayTimeout, Err: err}
 	}
 	return &Error{Status: status, Source: true, Err: err}
 }

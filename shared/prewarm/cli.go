@@ -128,6 +128,7 @@ func run(ctx context.Context, o cliOptions, getenv func(string) string, stdout, 
 	fmt.Fprintf(stderr, "prewarm: %d source URLs, %d variants each; store %s\n", len(urls), len(Kinds), cfg.Store)
 
 	opts := Options{
+		Canonical:   service.NewFetcher(cfg).Canonical,
 		Concurrency: o.concurrency,
 		Rate:        o.rate,
 		DryRun:      o.dryRun,

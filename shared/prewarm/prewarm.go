@@ -35,6 +35,8 @@ type Runner interface {
 type Options struct {
 	// Store is checked for variants already there.
 	Store store.Store
+	// Canonical gives the form keys are derived from, as the proxy's.
+	Canonical jobs.Canonicalizer
 	// Queue receives the missing jobs...
 	Queue jobs.Enqueuer
 	// ...or Runner runs them here.
@@ -152,7 +154,7 @@ func check(ctx context.Context, opts Options, st *Stats, all []jobs.Job) ([]jobs
 
 func checkOne(ctx context.Context, opts Options, st *Stats, j jobs.Job) bool {
 	defer atomic.AddInt64(&st.Checked, 1)
-	key, err := j.Key()
+	key, err := j.Key(opts.Canonical)
 	if err != nil {
 		atomic.AddInt64(&st.Failed, 1)
 		fmt.Fprintf(opts.Progress, "prewarm: skipping %s: %v\n", j.URL, err)

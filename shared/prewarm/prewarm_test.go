@@ -73,7 +73,7 @@ type result struct {
 
 func run(t *testing.T, env map[string]string, args ...string) result {
 	t.Helper()
-	vars := map[string]string{"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8"}
+	vars := map[string]string{"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8", "MEDIA_PROXY_ALLOWED_PORTS": "1-65535"}
 	for k, v := range env {
 		vars[k] = v
 	}
@@ -330,7 +330,7 @@ func TestRateLimit(t *testing.T) {
 	r := &countingRunner{}
 	urls := []string{"https://a.example/1", "https://a.example/2", "https://a.example/3", "https://a.example/4", "https://a.example/5"}
 	start := time.Now()
-	st, err := prewarm.Run(context.Background(), prewarm.Options{Store: store.None{}, Runner: r, Rate: 20, Concurrency: 4}, urls)
+	st, err := prewarm.Run(context.Background(), prewarm.Options{Store: store.None{}, Canonical: jobstest.Canonical, Runner: r, Rate: 20, Concurrency: 4}, urls)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,6 +62,7 @@ func benchProxy(b *testing.B, store string) *httptest.Server {
 	vars := map[string]string{
 		"MEDIA_PROXY_STORE":                    store,
 		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8",
+		"MEDIA_PROXY_ALLOWED_PORTS":            "1-65535", // origins on random loopback ports
 		"MEDIA_PROXY_QUEUE":                    "none",
 	}
 	cfg, err := config.Load(func(k string) string { return vars[k] })

@@ -272,6 +272,7 @@ func newService(t *testing.T, env map[string]string) (*httptest.Server, *logBuff
 	vars := map[string]string{
 		"MEDIA_PROXY_STORE":                    "dir:" + t.TempDir(),
 		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8,::1/128",
+		"MEDIA_PROXY_ALLOWED_PORTS":            "1-65535", // origins on random loopback ports
 		"MEDIA_PROXY_QUEUE":                    "none",
 	}
 	for k, v := range env {
@@ -317,12 +318,7 @@ func setAWSEnv(t *testing.T, e s3Standin, endpoint string) {
 
 func keysOf(t *testing.T, src string, k variant.Kind) (key, failKey string) {
 	t.Helper()
-	u, err := url.Parse(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := variant.NormalizeURL(u)
-	return variant.Key(n, k), variant.FailureKey(n, k)
+	return jobstest.KeysOf(t, src, k)
 }
 
 // timedGet is get with its duration.

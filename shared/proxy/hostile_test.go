@@ -30,11 +30,9 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
-	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/proxy"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
-	"github.com/misskey-lambda/media-proxy/shared/transform"
 )
 
 // hostileDeadline bounds every hostile request. It is generous on purpose:
@@ -595,10 +593,11 @@ func FuzzHandlerQuery(f *testing.F) {
 	})
 	f.Cleanup(fetcher.CloseIdleConnections)
 	h := proxy.New(proxy.Config{
-		Pipeline: pipeline.New(fetcher, transform.New(transform.DefaultLimits, 2), 8<<20),
-		Store:    store.None{},
-		Headers:  proxy.DefaultHeaders,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Pipeline:  testPipeline(fetcher),
+		Canonical: fetcher.Canonical,
+		Store:     store.None{},
+		Headers:   proxy.DefaultHeaders,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	f.Fuzz(func(t *testing.T, raw string) {
 		req := httptest.NewRequest(http.MethodGet, "/image.webp", nil)

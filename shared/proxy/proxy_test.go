@@ -205,14 +205,26 @@ func checkSuccess(t *testing.T, r response, contentType string) {
 	}
 }
 
+// errorCache is how long an error about the source may be cached: as long
+// as it is remembered.
+func errorCache(status int) string {
+	switch {
+	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable:
+		return "no-store"
+	case status >= 500:
+		return "max-age=10"
+	}
+	return "max-age=300"
+}
+
 func checkError(t *testing.T, r response, status int) {
 	t.Helper()
 	checkCommon(t, r)
 	if r.status != status {
 		t.Fatalf("status %d (%q), want %d", r.status, r.body, status)
 	}
-	if got := r.header.Get("Cache-Control"); got != "max-age=300" {
-		t.Errorf("Cache-Control = %q, want max-age=300", got)
+	if got, want := r.header.Get("Cache-Control"), errorCache(status); got != want {
+		t.Errorf("Cache-Control = %q, want %s", got, want)
 	}
 	for _, leak := range []string{"vips", "/", "goroutine", ".go:"} {
 		if bytes.Contains(r.body, []byte(leak)) {

@@ -39,6 +39,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/proxy"
@@ -188,19 +189,30 @@ func newStack(t *testing.T, o stackOptions) *httptest.Server {
 		ResponseTimeout: 10 * time.Second,
 		Timeout:         10 * time.Second,
 		AllowedPrivate:  o.allow,
+		AllowedPorts:    []fetch.PortRange{{Lo: 1, Hi: 65535}}, // targets on random loopback ports
 		Proxy:           o.proxy,
 		Resolver:        o.resolver,
 	})
 	t.Cleanup(f.CloseIdleConnections)
 	h := proxy.New(proxy.Config{
-		Pipeline: pipeline.New(f, transform.New(transform.DefaultLimits, 2), 8<<20),
-		Store:    o.store,
-		Headers:  proxy.DefaultHeaders,
-		Logger:   log,
+		Pipeline:  testPipeline(f),
+		Canonical: f.Canonical,
+		Store:     o.store,
+		Headers:   proxy.DefaultHeaders,
+		Logger:    log,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// testPipeline is the pipeline service.New builds, on fetcher.
+func testPipeline(fetcher *fetch.Client) *pipeline.Pipeline {
+	return pipeline.New(fetcher, transform.New(transform.DefaultLimits, 2), pipeline.Options{
+		InMemory:       8 << 20,
+		MaxConvertSize: 50 << 20,
+		Budget:         budget.New(budget.Options{Bytes: 1 << 30}),
+	})
 }
 
 // ssrfCase is one attempt. URLs use {P} for the port every target listens
@@ -284,7 +296,7 @@ func ssrfCases() []ssrfCase {
 		{"AWS metadata ipv6", "http://[fd00:ec2::254]/latest/meta-data/", no, false},
 		{"unique local", "http://[fc00::1]/a.png", no, false},
 		{"ipv6 link-local", "http://[fe80::1]/a.png", no, false},
-		{"ipv6 link-local with zone", "http://[fe80::1%25eth0]/a.png", no, false},
+		{"ipv6 link-local with zone", "http://[fe80::1%25eth0]/a.png", bad, false},
 		{"site-local", "http://[fec0::1]/a.png", no, false},
 		{"ipv4-mapped private", "http://[::ffff:10.0.0.1]/a.png", no, false},
 		{"ipv4-mapped metadata", "http://[::ffff:169.254.169.254]/latest/meta-data/", no, false},
@@ -432,11 +444,11 @@ func (tg *ssrfTargets) route(direct map[string]bool) func(*http.Request) (*url.U
 func runSSRF(t *testing.T, srv *httptest.Server, tg *ssrfTargets, cases []ssrfCase) (refused int) {
 	t.Helper()
 	client := &http.Client{Timeout: 20 * time.Second}
-	for i, c := range cases {
-		// A distinct path per attempt: spellings that normalise to the
-		// same key (userinfo, trailing dots) would otherwise be answered
-		// by the failure memory of an earlier attempt.
-		src := strings.ReplaceAll(tg.expand(c.url), "/a.png", fmt.Sprintf("/%d.png", i))
+	for _, c := range cases {
+		// Spellings of one URL share its path on purpose: a refused
+		// spelling (user info, a numeric host) is answered at the door and
+		// must not leave a failure marker that another spelling would meet.
+		src := tg.expand(c.url)
 		u := srv.URL + "/image.png?url=" + url.QueryEscape(src)
 		resp, err := client.Get(u)
 		if err != nil {
@@ -482,7 +494,7 @@ func TestSSRFEndToEnd(t *testing.T) {
 		"nat64.test":         addrs("64:ff9b::a9fe:a9fe"),
 		"mixed.test":         addrs("127.0.0.2", "10.0.0.1"),
 		"интранет.test":      addrs("192.168.0.10"),
-		"xn--80aafi6cg.test": addrs("192.168.0.10"),
+		"xn--80akhubqne.test": addrs("192.168.0.10"), // интранет.test
 		"allowed.test":       addrs("127.0.0.2"),
 	}
 	// Hosts the trap must not take: they only ever lead to loopback.

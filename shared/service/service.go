@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/config"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/functionurl"
@@ -32,6 +34,8 @@ type Service struct {
 	Pipeline *pipeline.Pipeline
 	Handler  *proxy.Handler
 	Logger   *slog.Logger
+	// Budget bounds the memory of fetches and decodes, process-wide.
+	Budget *budget.Budget
 	// Runner executes precompute jobs; Queue receives them (nil when
 	// MEDIA_PROXY_QUEUE is none). See queue.go.
 	Runner *jobs.Runner
@@ -53,15 +57,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	if err != nil {
 		return nil, err
 	}
-	fetcher := fetch.New(fetch.Config{
-		UserAgent:       cfg.UserAgent,
-		MaxSize:         cfg.MaxSize,
-		ConnectTimeout:  cfg.ConnectTimeout,
-		ResponseTimeout: cfg.ResponseTimeout,
-		Timeout:         cfg.FetchTimeout,
-		AllowedPrivate:  cfg.AllowedPrivate,
-	})
-	tr := transform.New(transform.Limits{MaxPixels: cfg.MaxPixels, MaxFrames: cfg.MaxFrames}, cfg.TransformConcurrency)
+	fetcher := NewFetcher(cfg)
+	tr := transform.New(transform.Limits{MaxPixels: cfg.MaxPixels, MaxFrames: cfg.MaxFrames, Timeout: cfg.TransformTimeout}, cfg.TransformConcurrency)
+	mem := budget.New(budget.Options{Bytes: cfg.MemoryBudget})
 	// On Lambda nothing larger than the buffered payload limit may be
 	// answered directly; elsewhere any size may.
 	var inline int64
@@ -70,8 +68,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		inline = functionurl.MaxBody
 		inMemory = functionurl.MaxBody
 	}
-	pl := pipeline.New(fetcher, tr, inMemory)
-	runner := &jobs.Runner{Producer: pl, Store: st}
+	pl := pipeline.New(fetcher, tr, pipeline.Options{InMemory: inMemory, MaxConvertSize: cfg.MaxConvertSize, Budget: mem})
+	runner := &jobs.Runner{Producer: pl, Store: st, Canonical: fetcher.Canonical}
 	queue, err := OpenQueue(ctx, cfg, runner, log)
 	if err != nil {
 		return nil, err
@@ -80,7 +78,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		Precompute:  queue,
 		InlineLimit: inline,
 		Pipeline:    pl,
-		Store:       st,
+		Canonical:   fetcher.Canonical,
+		Budget:      mem,
+		// A streamed body takes at most the fetch's own time to arrive;
+		// past that and a margin, the store is what hangs.
+		StreamTimeout: cfg.FetchTimeout + time.Minute,
+		WriteTimeout:  cfg.WriteTimeout,
+		Store:         st,
 		Headers: proxy.Headers{
 			ContentSecurityPolicy: cfg.ContentSecurityPolicy,
 			AllowOrigin:           cfg.AllowOrigin,
@@ -90,7 +94,22 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		Logger:  log,
 		Metrics: cfg.Metrics,
 	})
-	return &Service{Config: cfg, Store: st, Pipeline: pl, Handler: h, Logger: log, Runner: runner, Queue: queue}, nil
+	log.Debug("memory budget", "bytes", cfg.MemoryBudget, "from", cfg.MemoryFrom)
+	return &Service{Config: cfg, Store: st, Pipeline: pl, Handler: h, Logger: log, Runner: runner, Queue: queue, Budget: mem}, nil
+}
+
+// NewFetcher builds the fetcher every entry point uses, from cfg.
+func NewFetcher(cfg config.Config) *fetch.Client {
+	return fetch.New(fetch.Config{
+		UserAgent:       cfg.UserAgent,
+		MaxSize:         cfg.MaxSize,
+		ConnectTimeout:  cfg.ConnectTimeout,
+		ResponseTimeout: cfg.ResponseTimeout,
+		Timeout:         cfg.FetchTimeout,
+		AllowedPrivate:  cfg.AllowedPrivate,
+		AllowedPorts:    cfg.AllowedPorts,
+		Proxy:           cfg.ProxyFunc(),
+	})
 }
 
 // OpenStore opens the store MEDIA_PROXY_STORE names.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"image"
 	"image/draw"
+	"time"
 
 	"golang.org/x/image/bmp"
 
@@ -36,6 +37,8 @@ type Limits struct {
 	// MaxPixels counts every frame decoded.
 	MaxPixels int64
 	MaxFrames int
+	// Timeout bounds one transform, decode to encode (0: no bound).
+	Timeout time.Duration
 }
 
 // DefaultLimits are the documented defaults.

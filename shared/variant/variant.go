@@ -5,9 +5,7 @@ package variant
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"net/url"
-	"strings"
 )
 
 // Kind is one output a source URL can be turned into.
@@ -118,45 +116,19 @@ func (k Kind) Siblings() []Kind {
 	return nil
 }
 
-// NormalizeURL gives the form of a source URL that keys are derived from:
-// scheme and host lower-cased, default ports, trailing dots, userinfo and
-// fragments dropped. Path and query are kept byte for byte since origins may
-// treat them case-sensitively.
-func NormalizeURL(u *url.URL) string {
-	n := *u
-	n.Scheme = strings.ToLower(n.Scheme)
-	host := strings.TrimSuffix(strings.ToLower(n.Hostname()), ".")
-	port := n.Port()
-	if (n.Scheme == "http" && port == "80") || (n.Scheme == "https" && port == "443") {
-		port = ""
-	}
-	switch {
-	case port != "":
-		n.Host = net.JoinHostPort(host, port)
-	case strings.Contains(host, ":"):
-		n.Host = "[" + host + "]"
-	default:
-		n.Host = host
-	}
-	n.User = nil
-	n.Fragment = ""
-	n.RawFragment = ""
-	if n.Path == "" && n.RawPath == "" {
-		n.Path = "/"
-	}
-	return n.String()
-}
-
-// Key is where the output of kind k for the normalised source URL is stored.
-// It is versioned so a change in the pipeline can start afresh.
-func Key(normalizedURL string, k Kind) string {
-	return "v1/" + string(k) + "/" + hashURL(normalizedURL)
+// Key is where the output of kind k of a source URL is stored. The URL
+// must be in its canonical form (fetch.Client.Canonical), which is also
+// exactly what is fetched: two spellings share a key only when they fetch
+// the same thing. It is versioned so a change in the pipeline can start
+// afresh; golden_test.go pins it.
+func Key(canonicalURL string, k Kind) string {
+	return "v1/" + string(k) + "/" + hashURL(canonicalURL)
 }
 
 // FailureKey is where a recent failure for (url, k) is remembered; a separate
 // prefix lets storage expire these quickly.
-func FailureKey(normalizedURL string, k Kind) string {
-	return "failed/" + string(k) + "/" + hashURL(normalizedURL)
+func FailureKey(canonicalURL string, k Kind) string {
+	return "failed/" + string(k) + "/" + hashURL(canonicalURL)
 }
 
 func hashURL(s string) string {

@@ -52,30 +52,6 @@ func TestQueryRoundTrip(t *testing.T) {
 	}
 }
 
-func TestNormalizeURL(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"HTTPS://Example.COM/a/B.png", "https://example.com/a/B.png"},
-		{"https://example.com:443/x?q=A", "https://example.com/x?q=A"},
-		{"http://example.com:80/x", "http://example.com/x"},
-		{"http://example.com:8080/x", "http://example.com:8080/x"},
-		{"https://example.com./x#frag", "https://example.com/x"},
-		{"https://user:pw@example.com/x", "https://example.com/x"},
-		{"https://example.com", "https://example.com/"},
-		{"http://[::1]:80/x", "http://[::1]/x"},
-		{"http://[2001:DB8::1]:81/x", "http://[2001:db8::1]:81/x"},
-		{"https://example.com/%E7%B5%B5.png", "https://example.com/%E7%B5%B5.png"},
-	}
-	for _, tt := range tests {
-		u, err := url.Parse(tt.in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := NormalizeURL(u); got != tt.want {
-			t.Errorf("NormalizeURL(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestKeys(t *testing.T) {
 	a := Key("https://example.com/a.png", Emoji)
 	if a != Key("https://example.com/a.png", Emoji) {

@@ -9,6 +9,7 @@ package vips
 import "C"
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -272,4 +273,30 @@ func cbool(b bool) C.int {
 		return 1
 	}
 	return 0
+}
+
+// KillOn makes any computation of the image (an encode, a copy to memory)
+// fail soon after ctx is done. libvips checks the image's kill flag
+// between tiles, so a runaway render (an SVG built to take minutes)
+// really stops instead of holding a thread and a decode slot. Images
+// made from this one later (in an encoder) share the flag. Call the
+// returned stop before Close.
+func (im *Image) KillOn(ctx context.Context) (stop func()) {
+	// Progress reporting is what makes downstream images check this
+	// image's kill flag.
+	C.vips_image_set_progress(im.c, C.TRUE)
+	c := im.c
+	fired := make(chan struct{})
+	stopAfter := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		C.vips_image_set_kill(c, C.TRUE)
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if !stopAfter() {
+				<-fired // the kill is running: let it finish before Close
+			}
+		})
+	}
 }

@@ -21,9 +21,9 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 )
 
-// DefaultConcurrency is how many jobs of a batch run at once. Jobs mostly
-// wait on remote servers; the transformer bounds the CPU-heavy part.
-const DefaultConcurrency = 4
+// MaxConcurrency is the most jobs of a batch run at once by default. Jobs
+// mostly wait on remote servers; the transformer bounds the CPU-heavy part.
+const MaxConcurrency = 4
 
 // ConcurrencyEnv names the variable that overrides DefaultConcurrency.
 const ConcurrencyEnv = "MEDIA_PROXY_WORKER_CONCURRENCY"
@@ -48,7 +48,7 @@ type Handler struct {
 // New returns a Handler running up to concurrency jobs at once.
 func New(r Runner, concurrency int, log *slog.Logger) *Handler {
 	if concurrency <= 0 {
-		concurrency = DefaultConcurrency
+		concurrency = MaxConcurrency
 	}
 	if log == nil {
 		log = slog.Default()
@@ -56,11 +56,23 @@ func New(r Runner, concurrency int, log *slog.Logger) *Handler {
 	return &Handler{runner: r, concurrency: concurrency, log: log}
 }
 
-// ConcurrencyFromEnv reads MEDIA_PROXY_WORKER_CONCURRENCY through getenv.
-func ConcurrencyFromEnv(getenv func(string) string) (int, error) {
+// ConcurrencyFor is the default batch concurrency for a memory budget:
+// as many jobs as can each hold a source of perJob bytes, from 1 to
+// MaxConcurrency. A job that still finds the budget full waits, or comes
+// back later.
+func ConcurrencyFor(budget, perJob int64) int {
+	if perJob <= 0 {
+		return MaxConcurrency
+	}
+	return int(max(1, min(int64(MaxConcurrency), budget/perJob)))
+}
+
+// ConcurrencyFromEnv reads MEDIA_PROXY_WORKER_CONCURRENCY through getenv,
+// or gives def when it is unset.
+func ConcurrencyFromEnv(getenv func(string) string, def int) (int, error) {
 	v := getenv(ConcurrencyEnv)
 	if v == "" {
-		return DefaultConcurrency, nil
+		return def, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n <= 0 {

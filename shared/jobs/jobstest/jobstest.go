@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,7 +35,9 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/misskey-lambda/media-proxy/shared/config"
+	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/service"
+	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
 
 // Region is the one the stand-ins are addressed in.
@@ -340,6 +343,7 @@ func Service(t testing.TB, env map[string]string, log *slog.Logger) *service.Ser
 	t.Helper()
 	vars := map[string]string{
 		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8,::1/128",
+		"MEDIA_PROXY_ALLOWED_PORTS":            "1-65535", // origins on random loopback ports
 		"MEDIA_PROXY_QUEUE":                    "none",
 		"MEDIA_PROXY_STORE":                    "dir:" + t.TempDir(),
 	}
@@ -401,4 +405,21 @@ func (l *Logs) Lines(msg string) []map[string]any {
 			out = append(out, m)
 		}
 	}
+}
+
+// Canonical is the proxy's canonical form of a source URL, with every
+// port allowed (test origins listen on random loopback ports).
+func Canonical(raw string) (*url.URL, error) {
+	return fetch.New(fetch.Config{AllowedPorts: []fetch.PortRange{{Lo: 1, Hi: 65535}}}).Canonical(raw)
+}
+
+// KeysOf gives the store key and failure key the proxy uses for kind k
+// of src.
+func KeysOf(t testing.TB, src string, k variant.Kind) (key, failKey string) {
+	t.Helper()
+	u, err := Canonical(src)
+	if err != nil {
+		t.Fatalf("canonical form of %s: %v", src, err)
+	}
+	return variant.Key(u.String(), k), variant.FailureKey(u.String(), k)
 }

@@ -1,0 +1,283 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/failure"
+	"github.com/misskey-lambda/media-proxy/shared/fetch"
+	"github.com/misskey-lambda/media-proxy/shared/jobs"
+	"github.com/misskey-lambda/media-proxy/shared/pipeline"
+	"github.com/misskey-lambda/media-proxy/shared/store"
+	"github.com/misskey-lambda/media-proxy/shared/variant"
+)
+
+const (
+	// Store calls on the request path are bounded: a slow or unreachable
+	// store degrades caching, never the answer.
+	lookupTimeout = 2 * time.Second
+	storeTimeout  = 5 * time.Second
+	// enqueueTimeout bounds how long a response may wait for its sibling
+	// jobs to be queued; a queue that slow loses the jobs, not the answer.
+	enqueueTimeout = time.Second
+)
+
+// replyKind says how a reply is written.
+type replyKind int
+
+const (
+	replyError  replyKind = iota
+	replyBytes            // an in-memory body
+	replyEntry            // a stored object: a redirect or its bytes
+	replyStream           // a body streamed from the origin
+)
+
+// reply is what the policy decided to answer; respond.go and errors.go
+// write it.
+type reply struct {
+	kind replyKind
+	// Errors: the status, and whether the cause says something about the
+	// source (which decides how long the answer may be cached).
+	status     int
+	source     bool
+	retryAfter time.Duration
+	// Successes.
+	meta  store.Meta
+	data  []byte
+	entry *store.Entry
+	body  io.Reader
+	// done gives back what the reply holds (memory budget, a stream).
+	done func()
+}
+
+func (rp reply) release() {
+	if rp.done != nil {
+		rp.done()
+	}
+}
+
+// errorReply answers status for a reason that belongs to the request
+// itself (a bad URL, a refused port, an unknown path).
+func errorReply(status int) reply {
+	return reply{kind: replyError, status: status, source: true}
+}
+
+// failed answers an error from producing a variant. An origin that asked
+// to come back later (429 or 503 with Retry-After), and a proxy out of
+// memory budget, get 503 with Retry-After.
+func failed(err error) reply {
+	rp := reply{kind: replyError, status: pipeline.StatusOf(err), source: pipeline.IsSourceFailure(err)}
+	if ra := pipeline.RetryAfterOf(err); ra > 0 {
+		rp.status, rp.retryAfter = http.StatusServiceUnavailable, ra
+	}
+	return rp
+}
+
+func resultReply(res *pipeline.Result) reply {
+	rp := reply{kind: replyBytes, meta: res.Meta, data: res.Data, done: func() { res.Close() }}
+	if res.Data == nil {
+		rp.kind, rp.body = replyStream, res.Body
+	}
+	return rp
+}
+
+// answer decides the reply to a parsed request: a stored variant, a
+// remembered failure, or the result of producing it (shared with
+// identical requests in flight).
+func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	e, err := h.cfg.Store.Lookup(lctx, req.key)
+	cancel()
+	switch {
+	case err == nil:
+		rec.outcome = "hit"
+		return reply{kind: replyEntry, entry: e}
+	case !errors.Is(err, store.ErrNotFound):
+		h.log.Warn("store lookup failed; answering without the cache", "request_id", rec.id, "key", req.key, "err", err)
+	default:
+		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		status, err := h.cfg.Store.Failure(lctx, req.failKey)
+		cancel()
+		if err == nil {
+			rec.outcome = "failure-memory"
+			return reply{kind: replyError, status: status, source: true}
+		}
+	}
+	rec.outcome = "miss"
+
+	// Without a store a large passthrough can only be streamed to the
+	// one client that asked, so it cannot be shared.
+	if h.noStore && req.kind == variant.Original && h.cfg.InlineLimit == 0 {
+		res, err := h.cfg.Pipeline.Produce(ctx, req.src, req.kind)
+		if err != nil {
+			h.logFailure(rec, err)
+			return failed(err)
+		}
+		rec.figures(res.Fetch, res.Transform, res.BytesIn)
+		return resultReply(res)
+	}
+	p, release, err := h.flights.do(ctx, req.key, func(ctx context.Context) (*produced, error) {
+		return h.produce(ctx, req, rec.id)
+	})
+	if err != nil {
+		h.logFailure(rec, err)
+		return failed(err)
+	}
+	rec.figures(p.fetch, p.transform, p.bytesIn)
+	if p.entry != nil {
+		return reply{kind: replyEntry, entry: p.entry, done: release}
+	}
+	return reply{kind: replyBytes, meta: p.res.Meta, data: p.res.Data, done: release}
+}
+
+// produced is what identical requests in flight share.
+type produced struct {
+	res   *pipeline.Result // in-memory result
+	entry *store.Entry     // or the stored object, for large bodies
+	// Figures for every waiter's log line.
+	fetch, transform time.Duration
+	bytesIn          int64
+}
+
+func (p *produced) release() {
+	if p.res != nil {
+		p.res.Close()
+	}
+}
+
+// produce makes the variant and stores it. It runs once for all identical
+// requests in flight, with a context that ends when the last of them has
+// gone. A failure of the source is remembered; the proxy's own faults
+// (store, memory budget) are not.
+func (h *Handler) produce(ctx context.Context, req request, id string) (*produced, error) {
+	res, err := h.cfg.Pipeline.Produce(ctx, req.src, req.kind)
+	if err != nil {
+		h.remember(ctx, req, id, err)
+		return nil, err
+	}
+	// Siblings are worth computing only for a source that converts.
+	defer h.enqueueSiblings(ctx, req, id)()
+	p := &produced{fetch: res.Fetch, transform: res.Transform, bytesIn: res.BytesIn}
+	if res.Data != nil && (h.cfg.InlineLimit == 0 || int64(len(res.Data)) <= h.cfg.InlineLimit) {
+		// Stored before answering: on Lambda nothing may run after the
+		// response, as the process is frozen.
+		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		defer cancel()
+		if err := h.cfg.Store.Put(sctx, req.key, res.Meta, bytes.NewReader(res.Data)); err != nil {
+			h.log.Warn("store write failed; answering without caching", "request_id", id, "key", req.key, "err", err)
+		}
+		p.res = res
+		return p, nil
+	}
+	defer res.Close()
+	e, err := h.storeLarge(ctx, req, res)
+	if err != nil {
+		h.remember(ctx, req, id, err)
+		return nil, err
+	}
+	p.entry = e
+	return p, nil
+}
+
+// storeLarge streams a body too large to answer directly into the store
+// and looks it up again, to be answered from there (a redirect, for S3).
+func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Result) (*store.Entry, error) {
+	if h.noStore {
+		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: errors.New("body over the inline limit and no store to serve it from")}
+	}
+	if b, ok := h.cfg.Store.(interface{ WriteBuffer() int64 }); ok && h.cfg.Budget != nil {
+		got, err := h.cfg.Budget.Acquire(ctx, b.WriteBuffer())
+		if err != nil {
+			return nil, &pipeline.Error{Status: http.StatusServiceUnavailable, RetryAfter: pipeline.BusyRetryAfter, Err: err}
+		}
+		defer h.cfg.Budget.Release(got)
+	}
+	src := &sourceReader{r: res.Body}
+	if res.Data != nil {
+		src.r = bytes.NewReader(res.Data)
+	}
+	// No fixed bound but a generous one: a slow origin is the norm and
+	// the fetch's own timeouts end it; this one catches a silent store.
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.StreamTimeout)
+	err := h.cfg.Store.Put(pctx, req.key, res.Meta, src)
+	cancel()
+	if src.err != nil {
+		// The origin failed mid-body: that is the source's failure.
+		return nil, &pipeline.Error{Status: pipelineStatus(src.err), Source: ctx.Err() == nil, Err: src.err}
+	}
+	if err != nil {
+		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("store large body: %w", err)}
+	}
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	e, err := h.cfg.Store.Lookup(lctx, req.key)
+	if err != nil {
+		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("read back large body: %w", err)}
+	}
+	return e, nil
+}
+
+// pipelineStatus is the status of a read error from a streamed body.
+func pipelineStatus(err error) int {
+	if s := fetch.StatusOf(err); s != 0 {
+		return s
+	}
+	return pipeline.StatusOf(err)
+}
+
+// sourceReader remembers the first read error of the origin's body, which
+// tells a failing source from a failing store when a stream breaks.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// remember writes a failure marker for a failure of the source, for as
+// long as package failure says.
+func (h *Handler) remember(ctx context.Context, req request, id string, err error) {
+	status := pipeline.StatusOf(err)
+	ttl := failure.TTL(status)
+	if ttl == 0 || !pipeline.IsSourceFailure(err) {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	if serr := h.cfg.Store.Fail(sctx, req.failKey, status, ttl); serr != nil {
+		h.log.Warn("store failure marker failed", "request_id", id, "err", serr)
+	}
+}
+
+// enqueueSiblings queues jobs for the siblings of a variant just produced
+// and returns a func that waits for the enqueue: on Lambda nothing may
+// run after the response, as the process is frozen. A failed enqueue
+// costs only the precompute, never the request.
+func (h *Handler) enqueueSiblings(ctx context.Context, req request, id string) (wait func()) {
+	siblings := req.kind.Siblings()
+	// Without a store a precomputed variant would have nowhere to go.
+	if h.cfg.Precompute == nil || h.noStore || len(siblings) == 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ectx, cancel := context.WithTimeout(ctx, enqueueTimeout)
+		defer cancel()
+		if err := h.cfg.Precompute.Enqueue(ectx, jobs.For(req.src, siblings)); err != nil {
+			h.log.Warn("precompute enqueue failed", "request_id", id, "url", req.logURL, "variant", string(req.kind), "err", err)
+		}
+	}()
+	return func() { <-done }
+}

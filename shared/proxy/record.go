@@ -1,0 +1,83 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/emf"
+)
+
+// record collects what the request's log line reports.
+type record struct {
+	id, kind, outcome string
+	status            int
+	bytesIn, bytesOut int64
+	fetch, transform  time.Duration
+	// source is the URL without user info or query, which may carry tokens.
+	source string
+	// aborted is set when the body broke off after the headers were sent.
+	aborted bool
+}
+
+// figures copies the work's figures: every request served by one fetch
+// reports it, so coalesced requests log what they waited for.
+func (rec *record) figures(fetch, transform time.Duration, bytesIn int64) {
+	rec.fetch, rec.transform, rec.bytesIn = fetch, transform, bytesIn
+}
+
+func (h *Handler) logRequest(r *http.Request, rec *record, took time.Duration) {
+	attrs := []slog.Attr{
+		slog.String("request_id", rec.id),
+		slog.String("method", r.Method),
+		slog.String("url", rec.source),
+		slog.String("variant", rec.kind),
+		slog.String("cache", rec.outcome),
+		slog.Int("status", rec.status),
+		slog.Int64("bytes_in", rec.bytesIn),
+		slog.Int64("bytes_out", rec.bytesOut),
+		slog.Int64("fetch_ms", rec.fetch.Milliseconds()),
+		slog.Int64("transform_ms", rec.transform.Milliseconds()),
+		slog.Int64("duration_ms", took.Milliseconds()),
+	}
+	if rec.aborted {
+		attrs = append(attrs, slog.Bool("aborted", true))
+	}
+	if h.cfg.Metrics && rec.kind != "" { // health checks and preflights are not worth a metric
+		attrs = append(attrs, requestMetrics(rec)...)
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// logFailure writes the cause of a failed request (the request line says
+// only its status).
+func (h *Handler) logFailure(rec *record, err error) {
+	h.log.Info("produce failed", "request_id", rec.id, "url", rec.source, "variant", rec.kind, "err", err)
+}
+
+// requestMetrics makes the request's log line a CloudWatch EMF record too.
+func requestMetrics(rec *record) []slog.Attr {
+	return emf.Attrs(time.Now(), "Variant", rec.kind,
+		emf.Metric{Name: "Requests", Unit: emf.Count, Value: 1},
+		emf.Metric{Name: "CacheHit", Unit: emf.Count, Value: emf.Flag(rec.outcome == "hit")},
+		emf.Metric{Name: "CacheMiss", Unit: emf.Count, Value: emf.Flag(rec.outcome == "miss")},
+		emf.Metric{Name: "FailureMemory", Unit: emf.Count, Value: emf.Flag(rec.outcome == "failure-memory")},
+		emf.Metric{Name: "Errors", Unit: emf.Count, Value: emf.Flag(rec.status >= 400)},
+		emf.Metric{Name: "BytesOut", Unit: emf.Bytes, Value: float64(rec.bytesOut)},
+		emf.Metric{Name: "FetchMs", Unit: emf.Milliseconds, Value: float64(rec.fetch.Milliseconds())},
+		emf.Metric{Name: "TransformMs", Unit: emf.Milliseconds, Value: float64(rec.transform.Milliseconds())},
+	)
+}
+
+func requestID(r *http.Request) string {
+	for _, h := range []string{"X-Amzn-Request-Id", "X-Request-Id"} {
+		if v := r.Header.Get(h); v != "" && len(v) <= 128 {
+			return v
+		}
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

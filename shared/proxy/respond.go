@@ -1,0 +1,209 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/store"
+)
+
+// cacheSuccess is what every stored or produced variant is served with:
+// the bytes of a variant of a URL never change.
+const cacheSuccess = "max-age=31536000, immutable"
+
+// write writes rp.
+func (h *Handler) write(w http.ResponseWriter, r *http.Request, rec *record, rp reply, fallback bool) {
+	switch rp.kind {
+	case replyError:
+		h.writeError(w, r, rec, rp, fallback)
+	case replyBytes:
+		serveContent(w, r, rec, rp.meta, bytes.NewReader(rp.data))
+	case replyEntry:
+		h.writeEntry(w, r, rec, rp.entry)
+	case replyStream:
+		h.writeStream(w, r, rec, rp.meta, rp.body)
+	}
+}
+
+func setSuccess(hd http.Header, m store.Meta) {
+	hd.Set("Cache-Control", cacheSuccess)
+	hd.Set("Content-Type", m.ContentType)
+	hd.Set("Content-Disposition", m.Disposition)
+	if m.ETag != "" {
+		hd.Set("ETag", m.ETag)
+	}
+}
+
+// serveContent answers with a complete, seekable body through
+// http.ServeContent, which brings HEAD, If-None-Match (304), Range (206,
+// 416, multipart for several ranges) and If-Range against the ETag.
+func serveContent(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.ReadSeeker) {
+	setSuccess(w.Header(), m)
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", time.Time{}, body)
+	rec.status, rec.bytesOut = cw.status, cw.n
+}
+
+func (h *Handler) writeEntry(w http.ResponseWriter, r *http.Request, rec *record, e *store.Entry) {
+	if e.RedirectURL != "" {
+		w.Header().Set("Location", e.RedirectURL)
+		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(e.RedirectMaxAge.Seconds())))
+		rec.status = http.StatusFound
+		w.WriteHeader(rec.status)
+		return
+	}
+	body, err := e.Open(r.Context())
+	if err != nil {
+		h.log.Warn("store open failed", "request_id", rec.id, "err", err)
+		h.writeError(w, r, rec, reply{kind: replyError, status: http.StatusBadGateway}, false)
+		return
+	}
+	defer body.Close()
+	if rs, ok := body.(io.ReadSeeker); ok {
+		serveContent(w, r, rec, e.Meta, rs)
+		return
+	}
+	// Not seekable (an object read through the store's API): the whole
+	// body, which still honours If-None-Match.
+	h.writeStream(w, r, rec, e.Meta, body)
+}
+
+// writeStream answers 200 with a body read as it goes, ignoring Range: a
+// stream cannot seek. A read error after the headers aborts the response.
+func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.Reader) {
+	if notModified(w, r, rec, m.ETag) {
+		return
+	}
+	setSuccess(w.Header(), m)
+	if m.Size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(m.Size, 10))
+	}
+	rec.status = http.StatusOK
+	w.WriteHeader(rec.status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	n, err := io.Copy(w, body)
+	rec.bytesOut = n
+	if err != nil {
+		h.log.Warn("streaming body failed", "request_id", rec.id, "err", err)
+		rec.aborted = true
+	}
+}
+
+// notModified answers 304 when If-None-Match names etag (for bodies that
+// do not go through http.ServeContent).
+func notModified(w http.ResponseWriter, r *http.Request, rec *record, etag string) bool {
+	if etag == "" || r.Header.Get("If-None-Match") == "" {
+		return false
+	}
+	for _, t := range splitETags(r.Header.Get("If-None-Match")) {
+		if t == etag || t == "*" {
+			w.Header().Set("ETag", etag)
+			w.Header().Set("Cache-Control", cacheSuccess)
+			rec.status = http.StatusNotModified
+			w.WriteHeader(rec.status)
+			return true
+		}
+	}
+	return false
+}
+
+// splitETags reads an If-None-Match list; weak tags compare by their
+// opaque part, as RFC 9110's weak comparison says.
+func splitETags(s string) []string {
+	var out []string
+	for _, t := range bytes.Split([]byte(s), []byte(",")) {
+		t = bytes.TrimPrefix(bytes.TrimSpace(t), []byte("W/"))
+		out = append(out, string(t))
+	}
+	return out
+}
+
+// writeBody writes a complete in-memory body (none for HEAD) with 200.
+func writeBody(w http.ResponseWriter, r *http.Request, b []byte) int64 {
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return 0
+	}
+	n, _ := w.Write(b)
+	return int64(n)
+}
+
+// countingWriter records the status and body bytes written, and keeps a
+// 416's headers to what an error needs (no year-long caching of it, no
+// file name).
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (c *countingWriter) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+		if status == http.StatusRequestedRangeNotSatisfiable {
+			c.Header().Set("Cache-Control", "no-store")
+			c.Header().Del("Content-Disposition")
+		}
+	}
+	c.ResponseWriter.WriteHeader(status)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// deadlines wraps w so that every write must make progress within
+// WriteTimeout: a client that stops reading is dropped instead of pinning
+// its body in memory, while a slow but reading client can take as long
+// as it needs. Where the connection has no deadlines (Lambda's adapter),
+// w is returned as is.
+func (h *Handler) deadlines(w http.ResponseWriter) http.ResponseWriter {
+	if h.cfg.WriteTimeout <= 0 {
+		return w
+	}
+	rc := http.NewResponseController(w)
+	if err := rc.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout)); errors.Is(err, http.ErrNotSupported) {
+		return w
+	}
+	return &deadlineWriter{ResponseWriter: w, rc: rc, idle: h.cfg.WriteTimeout}
+}
+
+// writeChunk is how much one write may carry before the deadline moves.
+const writeChunk = 64 << 10
+
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	var written int
+	for len(p) > 0 {
+		chunk := p[:min(len(p), writeChunk)]
+		d.rc.SetWriteDeadline(time.Now().Add(d.idle))
+		n, err := d.ResponseWriter.Write(chunk)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
