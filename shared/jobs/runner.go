@@ -120,7 +120,7 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 	if err != nil {
 		status := pipeline.StatusOf(err)
 		var ferr error
-		if ttl := failure.TTL(status); ttl > 0 && pipeline.IsSourceFailure(err) && ctx.Err() == nil {
+		if ttl := pipeline.Remember(err); ttl > 0 && ctx.Err() == nil {
 			// The marker only saves a later fetch; the job's outcome
 			// does not depend on it.
 			ferr = r.Store.Fail(ctx, failKey, status, ttl)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/disposition"
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -72,6 +73,17 @@ func RetryAfterOf(err error) time.Duration {
 func IsSourceFailure(err error) bool {
 	var pe *Error
 	return errors.As(err, &pe) && pe.Source
+}
+
+// Remember is how long a failure of Produce is to be remembered (0: not
+// at all), the same for requests and jobs: only failures of the source,
+// for as long as package failure says, and never when the origin asked
+// to be asked again later (Retry-After).
+func Remember(err error) time.Duration {
+	if !IsSourceFailure(err) || RetryAfterOf(err) > 0 {
+		return 0
+	}
+	return failure.TTL(StatusOf(err))
 }
 
 // Result is a produced variant. Exactly one of Data and Body is set: Data

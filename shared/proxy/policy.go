@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
@@ -248,14 +247,13 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 // remember writes a failure marker for a failure of the source, for as
 // long as package failure says.
 func (h *Handler) remember(ctx context.Context, req request, id string, err error) {
-	status := pipeline.StatusOf(err)
-	ttl := failure.TTL(status)
-	if ttl == 0 || !pipeline.IsSourceFailure(err) {
+	ttl := pipeline.Remember(err)
+	if ttl == 0 {
 		return
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	if serr := h.cfg.Store.Fail(sctx, req.failKey, status, ttl); serr != nil {
+	if serr := h.cfg.Store.Fail(sctx, req.failKey, pipeline.StatusOf(err), ttl); serr != nil {
 		h.log.Warn("store failure marker failed", "request_id", id, "err", serr)
 	}
 }

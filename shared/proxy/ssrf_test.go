@@ -41,6 +41,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
+	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/proxy"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -159,6 +160,9 @@ type stackOptions struct {
 	resolver fetch.Resolver // default: every name is NXDOMAIN
 	proxy    func(*http.Request) (*url.URL, error)
 	store    store.Store // default: a directory store
+	// Handler settings, as service.New sets them on Lambda or locally.
+	inlineLimit int64
+	precompute  jobs.Enqueuer
 }
 
 // newStack builds the proxy from its packages, as service.New does, but
@@ -195,11 +199,13 @@ func newStack(t *testing.T, o stackOptions) *httptest.Server {
 	})
 	t.Cleanup(f.CloseIdleConnections)
 	h := proxy.New(proxy.Config{
-		Pipeline:  testPipeline(f),
-		Canonical: f.Canonical,
-		Store:     o.store,
-		Headers:   proxy.DefaultHeaders,
-		Logger:    log,
+		Pipeline:    testPipeline(f),
+		Canonical:   f.Canonical,
+		Store:       o.store,
+		Headers:     proxy.DefaultHeaders,
+		Logger:      log,
+		InlineLimit: o.inlineLimit,
+		Precompute:  o.precompute,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -481,21 +487,21 @@ func TestSSRFEndToEnd(t *testing.T) {
 		return out
 	}
 	names := map[string][]netip.Addr{
-		"localhost":          addrs("127.0.0.1"),
-		"localhost.":         addrs("127.0.0.1"),
-		"LOCALHOST":          addrs("127.0.0.1"),
-		"loop.test":          addrs("127.0.0.3"),
-		"v6loop.test":        addrs("::1"),
-		"mixed-loop.test":    addrs("127.0.0.2", "127.0.0.3"),
-		"internal.test":      addrs("10.1.2.3"),
-		"internal.test.":     addrs("10.1.2.3"),
-		"metadata.test":      addrs("169.254.169.254"),
-		"v6metadata.test":    addrs("fd00:ec2::254"),
-		"nat64.test":         addrs("64:ff9b::a9fe:a9fe"),
-		"mixed.test":         addrs("127.0.0.2", "10.0.0.1"),
-		"интранет.test":      addrs("192.168.0.10"),
+		"localhost":           addrs("127.0.0.1"),
+		"localhost.":          addrs("127.0.0.1"),
+		"LOCALHOST":           addrs("127.0.0.1"),
+		"loop.test":           addrs("127.0.0.3"),
+		"v6loop.test":         addrs("::1"),
+		"mixed-loop.test":     addrs("127.0.0.2", "127.0.0.3"),
+		"internal.test":       addrs("10.1.2.3"),
+		"internal.test.":      addrs("10.1.2.3"),
+		"metadata.test":       addrs("169.254.169.254"),
+		"v6metadata.test":     addrs("fd00:ec2::254"),
+		"nat64.test":          addrs("64:ff9b::a9fe:a9fe"),
+		"mixed.test":          addrs("127.0.0.2", "10.0.0.1"),
+		"интранет.test":       addrs("192.168.0.10"),
 		"xn--80akhubqne.test": addrs("192.168.0.10"), // интранет.test
-		"allowed.test":       addrs("127.0.0.2"),
+		"allowed.test":        addrs("127.0.0.2"),
 	}
 	// Hosts the trap must not take: they only ever lead to loopback.
 	direct := map[string]bool{

@@ -201,6 +201,18 @@ func PNG16(w, h int) []byte {
 	return encodePNG(dst)
 }
 
+// NoisePNG returns a w×h RGBA PNG of random pixels: it compresses
+// nowhere, so it is about 4×w×h bytes (a 1600×1600 one is 10 MB).
+func NoisePNG(w, h int) []byte {
+	checkSize(w, h)
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	rng := newRand(7)
+	for i := range img.Pix {
+		img.Pix[i] = uint8(rng.Uint32())
+	}
+	return encodePNG(img)
+}
+
 // PNGOpaque returns a w×h opaque RGB PNG, suitable for large inputs.
 func PNGOpaque(w, h int) []byte {
 	return encodePNG(opaqueRGBA(paint(w, h, style{noise: pngNoise})))

@@ -1,0 +1,656 @@
+package proxy_test
+
+// Hostile and slow origins: each defence against an origin (or a client)
+// that tries to deny, exhaust or stall the proxy, tested end to end
+// against the real handler and a loopback origin.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/fetch/fetchtest"
+	"github.com/misskey-lambda/media-proxy/shared/jobs"
+	"github.com/misskey-lambda/media-proxy/shared/s3store"
+	"github.com/misskey-lambda/media-proxy/shared/store"
+	"github.com/misskey-lambda/media-proxy/shared/testmedia"
+	"github.com/misskey-lambda/media-proxy/shared/variant"
+)
+
+// storeDir is the folder of a service's dir store.
+func storeDir(t *testing.T, store string) string {
+	t.Helper()
+	d, ok := strings.CutPrefix(store, "dir:")
+	if !ok {
+		t.Fatalf("not a dir store: %s", store)
+	}
+	return d
+}
+
+// markers lists the failure markers in a dir store.
+func markers(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(filepath.Join(root, "failed"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// TestRefusedSpellingLeavesCleanURLAlone: a spelling the URL check
+// refuses (user info) is answered 400 at the door, however often it is
+// sent, and never touches the failure memory of the URL it resembles.
+func TestRefusedSpellingLeavesCleanURLAlone(t *testing.T) {
+	o := newOrigin(t)
+	p, _, svc := newService(t, map[string]string{"MEDIA_PROXY_QUEUE": "local"})
+	src := o.add("/e.png", testmedia.PNG(64, 64))
+	u, _ := url.Parse(src)
+	for _, spelled := range []string{"http://x@" + u.Host + "/e.png", "http://x:y@" + u.Host + "/e.png"} {
+		for range 3 {
+			checkError(t, get(t, p, spelled, "emoji=1"), http.StatusBadRequest)
+		}
+	}
+	if m := markers(t, storeDir(t, svc.Config.Store)); len(m) != 0 {
+		t.Errorf("refused spellings wrote failure markers: %v", m)
+	}
+	if n := o.hitCount("/e.png"); n != 0 {
+		t.Errorf("a refused spelling reached the origin %d times", n)
+	}
+	checkSuccess(t, get(t, p, src, "emoji=1"), "image/webp")
+	checkSuccess(t, get(t, p, src, "emoji=1&static=1"), "image/webp")
+}
+
+// sequenceOrigin answers a path's requests in turn from a list of
+// handlers; the last one repeats.
+type sequenceOrigin struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seqs map[string][]http.HandlerFunc
+	hits map[string]int
+}
+
+func newSequenceOrigin(t *testing.T) *sequenceOrigin {
+	o := &sequenceOrigin{seqs: map[string][]http.HandlerFunc{}, hits: map[string]int{}}
+	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.mu.Lock()
+		seq := o.seqs[r.URL.Path]
+		n := o.hits[r.URL.Path]
+		o.hits[r.URL.Path]++
+		o.mu.Unlock()
+		if len(seq) == 0 {
+			http.NotFound(w, r)
+			return
+		}
+		seq[min(n, len(seq)-1)](w, r)
+	}))
+	t.Cleanup(o.Close)
+	return o
+}
+
+func (o *sequenceOrigin) set(path string, seq ...http.HandlerFunc) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seqs[path] = seq
+	return o.URL + path
+}
+
+func (o *sequenceOrigin) count(path string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.hits[path]
+}
+
+func status(code int, retryAfter string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		http.Error(w, http.StatusText(code), code)
+	}
+}
+
+func body(b []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { w.Write(b) }
+}
+
+// TestOriginAskingToWaitIsNotRemembered: an origin's 429 (or 503) is the
+// origin asking to come back later; answered 503 with its Retry-After (or
+// 429 as it came), never cached, never remembered. The next request goes
+// to the origin again and succeeds.
+func TestOriginAskingToWaitIsNotRemembered(t *testing.T) {
+	o := newSequenceOrigin(t)
+	p, _, svc := newService(t, nil)
+	png := testmedia.PNG(64, 64)
+	for _, c := range []struct {
+		name       string
+		first      http.HandlerFunc
+		status     int
+		retryAfter string
+	}{
+		{"429 with Retry-After", status(http.StatusTooManyRequests, "7"), http.StatusServiceUnavailable, "7"},
+		{"503 with Retry-After", status(http.StatusServiceUnavailable, "30"), http.StatusServiceUnavailable, "30"},
+		{"429 alone", status(http.StatusTooManyRequests, ""), http.StatusTooManyRequests, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := "/" + strings.ReplaceAll(c.name, " ", "-") + ".png"
+			src := o.set(path, c.first, body(png))
+			r := get(t, p, src, "emoji=1")
+			checkCommon(t, r)
+			if r.status != c.status || r.header.Get("Retry-After") != c.retryAfter || r.header.Get("Cache-Control") != "no-store" {
+				t.Fatalf("first: %d, Retry-After %q, Cache-Control %q; want %d, %q, no-store",
+					r.status, r.header.Get("Retry-After"), r.header.Get("Cache-Control"), c.status, c.retryAfter)
+			}
+			checkSuccess(t, get(t, p, src, "emoji=1"), "image/webp")
+			if n := o.count(path); n != 2 {
+				t.Errorf("origin asked %d times, want 2", n)
+			}
+		})
+	}
+	if m := markers(t, storeDir(t, svc.Config.Store)); len(m) != 0 {
+		t.Errorf("markers written: %v", m)
+	}
+}
+
+// TestTransientFailureRememberedForSeconds: a 5xx is remembered for
+// failure.TransientTTL (seconds), then the origin is asked again.
+func TestTransientFailureRememberedForSeconds(t *testing.T) {
+	o := newSequenceOrigin(t)
+	p, logs, svc := newService(t, nil)
+	src := o.set("/flaky.png", status(http.StatusInternalServerError, ""), body(testmedia.PNG(64, 64)))
+	checkError(t, get(t, p, src, "emoji=1"), http.StatusBadGateway)
+	checkError(t, get(t, p, src, "emoji=1"), http.StatusBadGateway)
+	if n := o.count("/flaky.png"); n != 1 {
+		t.Fatalf("origin asked %d times within the transient memory, want 1", n)
+	}
+	if !strings.Contains(string(logs.bytes()), `"cache":"failure-memory"`) {
+		t.Error("the second answer did not come from the failure memory")
+	}
+	// What the marker says is how long it lives: seconds.
+	_, failKey := keysOf(t, src, variant.Emoji)
+	raw, err := os.ReadFile(filepath.Join(storeDir(t, svc.Config.Store), filepath.FromSlash(failKey)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st, ttl int
+	if _, err := fmt.Sscanf(string(raw), "%d %d", &st, &ttl); err != nil || st != 502 || ttl <= 0 || ttl > 30 {
+		t.Errorf("marker %q, want 502 remembered for seconds", raw)
+	}
+	// Once it has passed (written again with no time left), the origin is
+	// asked again.
+	if err := svc.Store.Fail(context.Background(), failKey, http.StatusBadGateway, 0); err != nil {
+		t.Fatal(err)
+	}
+	checkSuccess(t, get(t, p, src, "emoji=1"), "image/webp")
+}
+
+// recordingQueue is a jobs.Enqueuer that keeps what it was given.
+type recordingQueue struct {
+	mu   sync.Mutex
+	jobs []jobs.Job
+}
+
+func (q *recordingQueue) Enqueue(_ context.Context, js []jobs.Job) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.jobs = append(q.jobs, js...)
+	return nil
+}
+
+func (q *recordingQueue) taken() []jobs.Job {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]jobs.Job(nil), q.jobs...)
+}
+
+// TestFailingEmojiQueuesNoSibling: siblings are precomputed only for a
+// source that converted; a dead or broken emoji costs no extra job.
+func TestFailingEmojiQueuesNoSibling(t *testing.T) {
+	o := newOrigin(t)
+	q := &recordingQueue{}
+	p := newStack(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, precompute: q})
+	checkError(t, get(t, p, o.URL+"/dead.png", "emoji=1"), http.StatusNotFound)
+	checkError(t, get(t, p, o.add("/broken.png", testmedia.Get("truncated-png")), "emoji=1"), http.StatusUnprocessableEntity)
+	checkError(t, get(t, p, o.add("/page.html", testmedia.HTML()), "avatar=1"), http.StatusNotFound)
+	if js := q.taken(); len(js) != 0 {
+		t.Fatalf("failing requests queued %v", js)
+	}
+	src := o.add("/ok.png", testmedia.PNG(64, 64))
+	checkSuccess(t, get(t, p, src, "emoji=1"), "image/webp")
+	if js := q.taken(); len(js) != 1 || js[0].Variant != variant.EmojiStatic || js[0].URL != src {
+		t.Errorf("a converted emoji queued %v, want its emoji-static", js)
+	}
+}
+
+// faultyStore fails writes of variants (not of failure markers) while
+// broken is set, and counts the markers written.
+type faultyStore struct {
+	store.Store
+	broken atomic.Bool
+	fails  atomic.Int64
+}
+
+func (s *faultyStore) Put(ctx context.Context, key string, m store.Meta, body io.Reader) error {
+	if s.broken.Load() {
+		io.Copy(io.Discard, io.LimitReader(body, 1<<20)) // some of it, as a failing upload does
+		return errors.New("store: injected write failure")
+	}
+	return s.Store.Put(ctx, key, m, body)
+}
+
+func (s *faultyStore) Fail(ctx context.Context, key string, status int, ttl time.Duration) error {
+	s.fails.Add(1)
+	return s.Store.Fail(ctx, key, status, ttl)
+}
+
+// TestStoreFaultIsNotRemembered: a body too large to answer inline must go
+// through the store; when the store fails, the answer is a 502 that is
+// neither cached nor remembered, and the next request, with the store
+// back, succeeds. On the real S3 stand-in and on the dir store.
+func TestStoreFaultIsNotRemembered(t *testing.T) {
+	for _, name := range []string{"dir", "s3"} {
+		t.Run(name, func(t *testing.T) {
+			var inner store.Store
+			if name == "dir" {
+				st, err := store.NewDir(t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				inner = st
+			} else {
+				inner = s3Store(t, "faulty/")
+			}
+			st := &faultyStore{Store: inner}
+			st.broken.Store(true)
+			o := newOrigin(t)
+			video := testmedia.MP4(2 << 20)
+			src := o.add("/v.mp4", video)
+			// A Lambda-sized inline limit, far below the body.
+			p := newStack(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: st, inlineLimit: 64 << 10})
+			r := get(t, p, src, "")
+			checkCommon(t, r)
+			if r.status != http.StatusBadGateway || r.header.Get("Cache-Control") != "no-store" {
+				t.Fatalf("store failing: %d, Cache-Control %q; want 502, no-store", r.status, r.header.Get("Cache-Control"))
+			}
+			if n := st.fails.Load(); n != 0 {
+				t.Fatalf("a store fault wrote %d failure markers", n)
+			}
+			st.broken.Store(false)
+			r = get(t, p, src, "")
+			if r.status != http.StatusOK && r.status != http.StatusFound {
+				t.Fatalf("store back: %d %q", r.status, r.body)
+			}
+			if o.hitCount("/v.mp4") != 2 {
+				t.Errorf("origin fetched %d times, want 2", o.hitCount("/v.mp4"))
+			}
+		})
+	}
+}
+
+// s3Store opens the S3 stand-in's store in a fresh bucket.
+func s3Store(t *testing.T, prefix string) store.Store {
+	t.Helper()
+	e := s3StandinFromEnv(t)
+	bucket := e.bucket(t)
+	return s3store.New(e.client(e.endpoint), nil, s3store.Config{Bucket: bucket, Prefix: prefix})
+}
+
+// stallingOrigin declares a length, sends a little and stalls until the
+// test ends or the proxy gives up the request.
+func stallingOrigin(t *testing.T, declared int64, sent []byte) (*httptest.Server, *atomic.Int64) {
+	stop := make(chan struct{})
+	var gone atomic.Int64
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.FormatInt(declared, 10))
+		w.Write(sent)
+		http.NewResponseController(w).Flush()
+		select {
+		case <-stop:
+		case <-r.Context().Done():
+			gone.Add(1)
+		}
+	}))
+	t.Cleanup(func() { close(stop); o.Close() })
+	return o, &gone
+}
+
+// memPeak is the most memory the process had while sampled: resident
+// (what the machine pays) and the Go heap's spans in use (what was
+// allocated, touched or not: a buffer sized by a claim shows here even
+// while the kernel has not backed it yet).
+type memPeak struct{ rss, heap int64 }
+
+// sampleMemory samples this process's memory until done is closed.
+func sampleMemory(done <-chan struct{}) <-chan memPeak {
+	out := make(chan memPeak, 1)
+	go func() {
+		var peak memPeak
+		var ms runtime.MemStats
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			peak.rss = max(peak.rss, procStatus("VmRSS"))
+			peak.heap = max(peak.heap, int64(ms.HeapInuse))
+			select {
+			case <-done:
+				out <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return out
+}
+
+func memNow() memPeak {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return memPeak{rss: procStatus("VmRSS"), heap: int64(ms.HeapInuse)}
+}
+
+// TestStalledClaimsTakeNoMemory: 24 origins each declare a body of 250 MB
+// (passthrough) or just under the convert cap (emoji), send 4 KiB and
+// stall. The proxy holds what arrived, not what was claimed: resident
+// memory grows by far less than the claims (which add up to 7 GB). The
+// requests are then abandoned, and the proxy lets go of the origins.
+func TestStalledClaimsTakeNoMemory(t *testing.T) {
+	if procStatus("VmRSS") < 0 {
+		t.Fatal("needs /proc/self/status")
+	}
+	p, _, _ := newService(t, nil)
+	passthrough, gone1 := stallingOrigin(t, 250_000_000, make([]byte, 4096))
+	emoji, gone2 := stallingOrigin(t, 50<<20-1, append(testmedia.PNG(8, 8)[:64], make([]byte, 4032)...))
+	base := memNow()
+	done := make(chan struct{})
+	peak := sampleMemory(done)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var started atomic.Int64
+	for i := range 24 {
+		src, flags := fmt.Sprintf("%s/claim-%d.mp4", passthrough.URL, i), ""
+		if i%2 == 1 {
+			src, flags = fmt.Sprintf("%s/claim-%d.png", emoji.URL, i), "emoji=1"
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/x?url="+url.QueryEscape(src)+"&"+flags, nil)
+			started.Add(1)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	// Every request in flight, each origin stalled after its 4 KiB.
+	time.Sleep(1500 * time.Millisecond)
+	close(done)
+	pk := <-peak
+	cancel()
+	wg.Wait()
+	rss, heap := pk.rss-base.rss, pk.heap-base.heap
+	t.Logf("24 stalled claims (12 x 250 MB passthrough, 12 x 50 MB emoji): resident memory grew by %d MiB, Go heap in use by %d MiB at most", rss>>20, heap>>20)
+	if rss > 128<<20 || heap > 64<<20 {
+		t.Errorf("memory grew by %d MiB resident, %d MiB of Go heap for 96 KiB received", rss>>20, heap>>20)
+	}
+	// Every client gone: the work is cancelled and the origins let go.
+	deadline := time.Now().Add(5 * time.Second)
+	for gone1.Load()+gone2.Load() < 24 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := gone1.Load() + gone2.Load(); n != 24 {
+		t.Errorf("%d of 24 origin requests were let go after their clients left", n)
+	}
+}
+
+// TestBudgetBoundsConcurrentImages: 100 concurrent requests for distinct
+// 10 MB images against a budget of 256 MiB: each is answered 200, or 503
+// with Retry-After when it could not get memory in time; never anything
+// else, and resident memory stays near the budget.
+func TestBudgetBoundsConcurrentImages(t *testing.T) {
+	const budget = 256 << 20
+	p, _, _ := newService(t, map[string]string{"MEDIA_PROXY_MEMORY_BUDGET": strconv.Itoa(budget)})
+	img := testmedia.NoisePNG(1600, 1600) // about 10 MB that compresses nowhere
+	o := newOrigin(t)
+	o.add("/big.png", img)
+	base := memNow()
+	done := make(chan struct{})
+	peak := sampleMemory(done)
+	var ok, busy atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := fmt.Sprintf("%s/big.png?n=%d", o.URL, i)
+			resp, err := http.Get(p.URL + "/e.webp?emoji=1&url=" + url.QueryEscape(src))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == http.StatusOK:
+				ok.Add(1)
+			case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+				busy.Add(1)
+			default:
+				t.Errorf("answered %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	grew := (<-peak).rss - base.rss
+	t.Logf("100 concurrent 10 MB images, budget %d MiB: %d answered, %d told to retry; resident memory grew by %d MiB at most",
+		budget>>20, ok.Load(), busy.Load(), grew>>20)
+	if ok.Load() == 0 {
+		t.Error("nothing was answered")
+	}
+	// The budget, plus what it does not count: libvips' working memory
+	// per decode slot and the runtime's slack.
+	if grew > 3*budget {
+		t.Errorf("resident memory grew by %d MiB with a %d MiB budget", grew>>20, budget>>20)
+	}
+}
+
+// TestBlackholedFirstAddress: a name whose first address silently drops
+// packets (a broken IPv6 route, in the wild) is fetched through its second.
+// Trying the addresses one after another would spend the whole connect
+// timeout on the first and answer 504.
+func TestBlackholedFirstAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := fetchtest.BlackholePort(t, ln, "127.0.0.2")
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(testmedia.PNG(32, 32))
+	}))
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	resolver := resolverFunc(func(_ context.Context, _, host string) ([]netip.Addr, error) {
+		if host == "dual.test" {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	})
+	p := newStack(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, resolver: resolver})
+	start := time.Now()
+	r := get(t, p, "http://dual.test:"+port+"/e.png", "emoji=1")
+	checkSuccess(t, r, "image/webp")
+	t.Logf("answered through the second address in %v (connect timeout 2 s)", time.Since(start).Round(time.Millisecond))
+}
+
+// TestNonReadingClientReleased: a client that asks for a large body and
+// never reads it is dropped once a write makes no progress for
+// MEDIA_PROXY_WRITE_TIMEOUT, instead of pinning the body in memory.
+func TestNonReadingClientReleased(t *testing.T) {
+	o := newOrigin(t)
+	src := o.add("/big.mp4", testmedia.MP4(8<<20))
+	p, logs, _ := newService(t, map[string]string{"MEDIA_PROXY_WRITE_TIMEOUT": "500ms"})
+	// Warm the store, so the answer is a hit streamed from disk... and a
+	// miss, held in memory: both must let go.
+	for _, id := range []string{"stuck-miss", "stuck-hit"} {
+		conn, err := net.Dial("tcp", p.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.(*net.TCPConn).SetReadBuffer(4096)
+		fmt.Fprintf(conn, "GET /v.mp4?url=%s HTTP/1.1\r\nHost: proxy\r\nX-Request-Id: %s\r\n\r\n", url.QueryEscape(src), id)
+		// Never read. The handler must return (and log) on its own.
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(string(logs.bytes()), `"request_id":"`+id+`"`) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the handler is still writing to a client that does not read", id)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		conn.Close()
+	}
+}
+
+// TestPortsRefused: only 80 and 443 by default; a URL naming another port
+// is refused at the door and nothing connects to it.
+func TestPortsRefused(t *testing.T) {
+	o := newOrigin(t)
+	src := o.add("/e.png", testmedia.PNG(8, 8))
+	p := newProxy(t, map[string]string{"MEDIA_PROXY_ALLOWED_PORTS": ""})
+	u, _ := url.Parse(src)
+	for _, s := range []string{src, "http://" + u.Hostname() + ":25/e.png", "http://" + u.Hostname() + ":22/"} {
+		checkError(t, get(t, p, s, "emoji=1"), http.StatusForbidden)
+	}
+	if n := o.hitCount("/e.png"); n != 0 {
+		t.Errorf("a refused port was connected to %d times", n)
+	}
+}
+
+// TestBrokenStreamIsNotEnded: a streamed body that breaks off mid-way must
+// reach the client as broken (the connection is cut), never as a complete
+// chunked response a CDN would keep for a year.
+func TestBrokenStreamIsNotEnded(t *testing.T) {
+	video := testmedia.MP4(12 << 20) // over the 8 MB held in memory: streamed
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// No Content-Length: chunked, so only the ending tells complete
+		// from cut.
+		w.Write(video[:10<<20])
+		http.NewResponseController(w).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(origin.Close)
+	p := newProxy(t, map[string]string{"MEDIA_PROXY_STORE": "none"})
+	resp, err := http.Get(p.URL + "/v.mp4?url=" + url.QueryEscape(origin.URL+"/v.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil {
+		t.Fatalf("a body cut after %d bytes was ended cleanly (status %d)", n, resp.StatusCode)
+	}
+	t.Logf("cut after %d bytes: %v", n, err)
+}
+
+// TestLogsRedactQueries: URLs in log lines carry no query (tokens) and no
+// user info.
+func TestLogsRedactQueries(t *testing.T) {
+	o := newOrigin(t)
+	p, logs, _ := newService(t, nil)
+	src := o.add("/e.png", testmedia.PNG(8, 8)) + "?token=s3cr3t-t0k3n"
+	checkSuccess(t, get(t, p, src, "emoji=1"), "image/webp")
+	checkError(t, get(t, p, o.URL+"/missing.png?sig=s3cr3t-t0k3n", "emoji=1"), http.StatusNotFound)
+	checkError(t, get(t, p, strings.Replace(o.URL, "http://", "http://user:s3cr3t-t0k3n@", 1)+"/x.png", ""), http.StatusBadRequest)
+	p.Close()
+	if b := logs.bytes(); strings.Contains(string(b), "s3cr3t-t0k3n") {
+		t.Errorf("a secret reached the logs:\n%s", b)
+	}
+	if !strings.Contains(string(logs.bytes()), `"url":"`+o.URL+`/e.png"`) {
+		t.Errorf("the request line lost its URL:\n%s", logs.bytes())
+	}
+}
+
+// TestCoalescedRequestsLogTheirFigures: requests that shared one fetch
+// each log what it cost, not zeros.
+func TestCoalescedRequestsLogTheirFigures(t *testing.T) {
+	o := newOrigin(t)
+	src := o.addFile("/slow.png", originFile{body: testmedia.PNG(256, 256), delay: 300 * time.Millisecond})
+	p, logs, _ := newService(t, nil)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); get(t, p, src, "emoji=1") }()
+	}
+	wg.Wait()
+	p.Close()
+	if n := o.hitCount("/slow.png"); n != 1 {
+		t.Fatalf("fetched %d times", n)
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(logs.bytes())))
+	lines := 0
+	for sc.Scan() {
+		if l := sc.Text(); strings.Contains(l, `"msg":"request"`) {
+			lines++
+			if strings.Contains(l, `"bytes_in":0,`) || !strings.Contains(l, `"cache":"miss"`) {
+				t.Errorf("request line without the shared figures: %s", l)
+			}
+		}
+	}
+	if lines != 4 {
+		t.Errorf("%d request lines, want 4", lines)
+	}
+}
+
+// TestAbandonedWorkIsCancelled: when every client waiting for a miss has
+// gone, the fetch stops; the origin sees its request cancelled at once,
+// not when the fetch timeout passes.
+func TestAbandonedWorkIsCancelled(t *testing.T) {
+	origin, gone := stallingOrigin(t, 1<<20, make([]byte, 1024))
+	p := newProxy(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 3 { // three clients sharing one fetch
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/v?url="+url.QueryEscape(origin.URL+"/v.mp4"), nil)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for gone.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if gone.Load() != 1 {
+		t.Errorf("the origin's request was let go %d times after every client left, want once", gone.Load())
+	}
+}
