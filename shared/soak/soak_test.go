@@ -105,11 +105,15 @@ type Percentiles struct {
 }
 
 type RSSReport struct {
-	Start, Min, Max, Final, SecondHalfMedian float64
-	SecondHalfStart, LastTenthMean           float64
-	Peak                                     float64 `json:"hwm"`
-	Samples                                  int
-	Flat                                     bool
+	Start, Min, Max, Final float64
+	// Slope is the trend of resident memory after warm-up (MiB/s), fitted
+	// by least squares.
+	Slope   float64 `json:"slope_mib_per_s"`
+	Peak    float64 `json:"hwm"`
+	Samples int
+	Flat    bool
+	// Why says why memory is not flat.
+	Why string `json:",omitempty"`
 }
 
 func percentiles(ds []time.Duration) Percentiles {
@@ -328,7 +332,7 @@ func TestSoak(t *testing.T) {
 		total += c.weight
 	}
 
-	// Memory: sampled every 100 ms for the whole run.
+	// Memory: sampled every 50 ms for the whole run.
 	var rssMu sync.Mutex
 	var rss []rssSample
 	start := time.Now()
@@ -336,7 +340,7 @@ func TestSoak(t *testing.T) {
 	stopSampler := make(chan struct{})
 	go func() {
 		defer close(samplerDone)
-		tick := time.NewTicker(100 * time.Millisecond)
+		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			if v := procRSS(pid, "VmRSS"); v > 0 {
@@ -458,8 +462,8 @@ func TestSoak(t *testing.T) {
 	}
 	p := rep.Latency["all"]
 	t.Logf("  %-12s %6d  p50 %7.1f ms  p90 %7.1f ms  p99 %7.1f ms  max %7.1f ms", "all", rep.Requests, p.P50, p.P90, p.P99, p.Max)
-	t.Logf("  RSS MiB: start %.1f, min %.1f, max %.1f, second half: median %.1f, at its start %.1f, last tenth %.1f; final %.1f, peak (VmHWM) %.1f; %d samples; flat: %v",
-		rep.RSS.Start, rep.RSS.Min, rep.RSS.Max, rep.RSS.SecondHalfMedian, rep.RSS.SecondHalfStart, rep.RSS.LastTenthMean, rep.RSS.Final, rep.RSS.Peak, rep.RSS.Samples, rep.RSS.Flat)
+	t.Logf("  RSS MiB: start %.1f, min %.1f, max %.1f, final %.1f, peak (VmHWM) %.1f; trend after warm-up %.2f MiB/s over %d samples; flat: %v",
+		rep.RSS.Start, rep.RSS.Min, rep.RSS.Max, rep.RSS.Final, rep.RSS.Peak, rep.RSS.Slope, rep.RSS.Samples, rep.RSS.Flat)
 	if path := os.Getenv("MEDIA_PROXY_SOAK_REPORT"); path != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		if err := os.WriteFile(path, b, 0o644); err != nil {
@@ -481,50 +485,84 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	if !rep.RSS.Flat {
-		t.Errorf("memory is not flat after warm-up: %.1f MiB at the start of the second half, %.1f MiB over the last tenth (tolerance %s)",
-			rep.RSS.SecondHalfStart, rep.RSS.LastTenthMean, flatTolerance)
+		t.Errorf("memory is not flat: %s", rep.RSS.Why)
 	}
 	if strings.Contains(logs.String(), "panic") {
 		t.Errorf("the server logged a panic: %s", logs)
 	}
 }
 
-// flatTolerance is how much memory may grow over the second half of a
-// run, from its start (the mean of the samples between 50% and 60% of the
-// run) to the end (the mean of the last 10%): 10% plus 16 MiB. That
-// absorbs the Go heap and libvips' allocator settling (healthy runs grow
-// by a few MiB there), but not memory that keeps growing with traffic (a
-// 256 KiB-per-request leak adds over 60 MiB in the second half of a 5 s
-// run).
-const flatTolerance = "10% + 16 MiB"
+// Memory is flat when resident memory, after a warm-up of the first
+// warmUp of the run, trends up by at most maxSlope. A leak of a few MiB
+// per second breaks that; the Go heap and libvips' allocator settling do
+// not (healthy runs fit well under 0.5 MiB/s once warm). At least
+// minSamples samples are needed: a check that saw too little cannot pass.
+const (
+	warmUp     = 0.4
+	maxSlope   = 1.0 // MiB/s
+	minSamples = 40
+)
 
 func flatness(rss []rssSample) RSSReport {
-	mib := func(b int64) float64 { return float64(b*100>>20) / 100 }
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	r := RSSReport{Samples: len(rss)}
-	if len(rss) < 10 {
-		r.Flat = true
+	if len(rss) < minSamples {
+		r.Why = fmt.Sprintf("only %d memory samples, %d needed", len(rss), minSamples)
 		return r
 	}
 	vals := make([]int64, len(rss))
 	for i, s := range rss {
 		vals[i] = s.rss
 	}
-	mean := func(vs []int64) int64 {
-		var sum int64
-		for _, v := range vs {
-			sum += v
-		}
-		return sum / int64(len(vs))
-	}
 	n := len(vals)
 	r.Start, r.Final = mib(vals[0]), mib(vals[n-1])
 	r.Min, r.Max = mib(slices.Min(vals)), mib(slices.Max(vals))
-	second := slices.Clone(vals[n/2:])
-	slices.Sort(second)
-	r.SecondHalfMedian = mib(second[len(second)/2])
-	half := mean(vals[n/2 : n/2+max(1, n/10)])
-	end := mean(vals[n-max(1, n/10):])
-	r.SecondHalfStart, r.LastTenthMean = mib(half), mib(end)
-	r.Flat = float64(end) <= float64(half)*1.10+16<<20
+	r.Slope = slope(rss[int(float64(n)*warmUp):])
+	r.Flat = r.Slope <= maxSlope
+	if !r.Flat {
+		r.Why = fmt.Sprintf("resident memory grows by %.2f MiB/s after warm-up (at most %.1f allowed)", r.Slope, maxSlope)
+	}
 	return r
+}
+
+// slope fits rss = a + b*t by least squares and returns b in MiB/s.
+func slope(rss []rssSample) float64 {
+	var st, sv, stt, stv float64
+	for _, s := range rss {
+		t, v := s.at.Seconds(), float64(s.rss)/(1<<20)
+		st, sv, stt, stv = st+t, sv+v, stt+t*t, stv+t*v
+	}
+	n := float64(len(rss))
+	den := n*stt - st*st
+	if den == 0 {
+		return 0
+	}
+	return (n*stv - st*sv) / den
+}
+
+// TestFlatnessCanFail: the memory check passes a flat, noisy run and fails
+// a leak of a few MiB per second, and a run too short to tell.
+func TestFlatnessCanFail(t *testing.T) {
+	series := func(seconds float64, leak float64) []rssSample {
+		var out []rssSample
+		for i := 0; float64(i)*0.05 < seconds; i++ {
+			at := time.Duration(float64(i) * 0.05 * float64(time.Second))
+			v := 80.0
+			if f := at.Seconds() / seconds; f < 0.3 {
+				v = 40 + 40*f/0.3 // warming up
+			}
+			v += leak*at.Seconds() + float64((i*7919)%13) - 6 // +-6 MiB of noise
+			out = append(out, rssSample{at, int64(v * (1 << 20))})
+		}
+		return out
+	}
+	if r := flatness(series(5, 0)); !r.Flat {
+		t.Errorf("a flat run failed: %+v", r)
+	}
+	if r := flatness(series(5, 3)); r.Flat {
+		t.Errorf("a 3 MiB/s leak passed: %+v", r)
+	}
+	if r := flatness(series(1, 0)); r.Flat {
+		t.Errorf("a run with %d samples passed", r.Samples)
+	}
 }
