@@ -37,6 +37,9 @@ var unmodelled = map[string][]string{
 	"AWS::Lambda::Permission": {"InvokedViaFunctionUrl"}, // added in 2025
 }
 
+// stackUUID is the last part of AWS::StackId.
+const stackUUID = "51af3dc0-da77-11e4-872e-1234567db123"
+
 // Placeholders the handlers give resources. The Function URL looks like one
 // so that the template's !Select/!Split on it works.
 func refOf(resource string) string       { return "<" + resource + ">" }
@@ -64,17 +67,21 @@ func rawTemplate(t *testing.T) map[string]any {
 	return raw
 }
 
+// stackName is AWS::StackName unless params name another.
+const stackName = "misskey-media-proxy"
+
 // parameters returns every parameter's value: its default, or params'.
+// params may also set the pseudo parameter AWS::StackName.
 func parameters(t *testing.T, raw map[string]any, params map[string]string) map[string]string {
 	t.Helper()
-	values := map[string]string{}
+	values := map[string]string{"AWS::StackName": stackName}
 	for name, p := range mapOf(raw["Parameters"]) {
 		if d, ok := mapOf(p)["Default"]; ok {
 			values[name] = fmt.Sprint(d)
 		}
 	}
 	for name, v := range params {
-		if _, ok := mapOf(raw["Parameters"])[name]; !ok {
+		if _, ok := mapOf(raw["Parameters"])[name]; !ok && name != "AWS::StackName" {
 			t.Fatalf("render: no parameter %s in the template", name)
 		}
 		values[name] = v
@@ -215,8 +222,8 @@ func refHandler(values, types map[string]string) intrinsics.IntrinsicHandler {
 			return "123456789012"
 		case "AWS::Partition":
 			return "aws"
-		case "AWS::StackName":
-			return "misskey-media-proxy"
+		case "AWS::StackId":
+			return "arn:aws:cloudformation:us-east-1:123456789012:stack/" + values["AWS::StackName"] + "/" + stackUUID
 		}
 		if v, ok := values[name]; ok {
 			if types != nil && types[name] == "Number" {

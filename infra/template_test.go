@@ -57,12 +57,11 @@ func configDefaults(t *testing.T) config.Config {
 }
 
 func TestCfnLint(t *testing.T) {
-	// cfn-lint knows every resource's schema; the machine image has it,
-	// a developer laptop may not.
+	// cfn-lint knows every resource's schema. scripts/test installs it (and
+	// sets MEDIA_PROXY_TEST_REQUIRE_PACKAGE=1, so CI cannot skip this); a
+	// developer laptop may lack it.
 	lint, err := exec.LookPath("cfn-lint")
-	if err != nil {
-		t.Skip("cfn-lint is not installed; the checks below still run")
-	}
+	need(t, "cfn-lint (python3 -m pip install cfn-lint)", err == nil)
 	out, err := exec.Command(lint, templateFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("cfn-lint %s: %v\n%s", templateFile, err, out)
@@ -190,6 +189,13 @@ var leftToDefaults = map[string]string{
 	"MEDIA_PROXY_LOG_LEVEL":                "info",
 }
 
+// awaitingWiring are variables the stack sets for code that is being
+// taught to read them (shared/config passes them to the store). Once the
+// code reads one, TestEnvironmentCoversConfig asks for its removal here.
+var awaitingWiring = map[string]string{
+	"MEDIA_PROXY_S3_LIFECYCLE_DAYS": "s3store.Config.Lifetime, in days",
+}
+
 func TestEnvironmentCoversConfig(t *testing.T) {
 	read := readByCode(t)
 	r := render(t, defaults())
@@ -206,7 +212,11 @@ func TestEnvironmentCoversConfig(t *testing.T) {
 			}
 		}
 		for v := range vars {
-			if strings.HasPrefix(v, "MEDIA_PROXY_") && !read[v] {
+			_, awaited := awaitingWiring[v]
+			switch {
+			case awaited && read[v]:
+				t.Errorf("the code now reads %s: remove it from awaitingWiring", v)
+			case strings.HasPrefix(v, "MEDIA_PROXY_") && !read[v] && !awaited:
 				t.Errorf("%s sets %s, which no deployed code reads", fn, v)
 			}
 		}
@@ -272,6 +282,22 @@ func TestEnvironmentValues(t *testing.T) {
 	r = render(t, map[string]string{"DomainName": "media.example.com", "CertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/x"})
 	if got := env(t, r, "ProxyFunction")["MEDIA_PROXY_PUBLIC_BASE_URL"]; got != "https://media.example.com" {
 		t.Errorf("with a custom domain MEDIA_PROXY_PUBLIC_BASE_URL=%q", got)
+	}
+
+	// The store learns the lifecycle rule's days, so that its redirects
+	// never outlive the variants (shared/s3store, Config.Lifetime).
+	for _, days := range []string{"", "45"} {
+		params := map[string]string{}
+		if days != "" {
+			params["VariantRetentionDays"] = days
+		}
+		r := render(t, params)
+		rule := variantExpiry(t, r)
+		for _, fn := range []string{"ProxyFunction", "WorkerFunction"} {
+			if got := env(t, r, fn)["MEDIA_PROXY_S3_LIFECYCLE_DAYS"]; got != strconv.Itoa(rule) {
+				t.Errorf("%s MEDIA_PROXY_S3_LIFECYCLE_DAYS=%q, but the bucket deletes v1/ after %d days", fn, got, rule)
+			}
+		}
 	}
 
 	// GOMEMLIMIT is 80 % of every memory size a parameter allows.
@@ -341,14 +367,14 @@ func listOf(v any) []any {
 }
 
 func TestLeastPrivilege(t *testing.T) {
-	objects := attOf("MediaBucket", "Arn") + "/*"
 	bucket := attOf("MediaBucket", "Arn")
 	queue := attOf("JobQueue", "Arn")
-	s3 := []string{
-		"s3:AbortMultipartUpload " + objects,
-		"s3:GetObject " + objects,
-		"s3:ListBucket " + bucket, // so a HEAD on a missing key answers 404, not 403
-		"s3:PutObject " + objects,
+	// The store's keys: v1/<variant>/<hash> and failed/<variant>/<hash>.
+	s3 := []string{"s3:ListBucket " + bucket} // so a HEAD on a missing key answers 404, not 403
+	for _, action := range []string{"s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"} {
+		for _, prefix := range []string{"v1/", "failed/"} {
+			s3 = append(s3, action+" "+bucket+"/"+prefix+"*")
+		}
 	}
 	logs := func(group string) []string {
 		return []string{"logs:CreateLogStream " + attOf(group, "Arn"), "logs:PutLogEvents " + attOf(group, "Arn")}
@@ -366,8 +392,8 @@ func TestLeastPrivilege(t *testing.T) {
 	}{
 		{"proxy", defaults(), "ProxyRole", sorted(s3, logs("ProxyLogGroup"), []string{"sqs:SendMessage " + queue})},
 		{"proxy without worker", map[string]string{"EnableWorker": "false"}, "ProxyRole", sorted(s3, logs("ProxyLogGroup"))},
+		// What the event source mapping calls; nothing changes visibility.
 		{"worker", defaults(), "WorkerRole", sorted(s3, logs("WorkerLogGroup"), []string{
-			"sqs:ChangeMessageVisibility " + queue,
 			"sqs:DeleteMessage " + queue,
 			"sqs:GetQueueAttributes " + queue,
 			"sqs:ReceiveMessage " + queue,
@@ -421,14 +447,48 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 }
 
+// urlAccess lists who may call the Function URL and how, one line per
+// permission: "principal action condition".
+func urlAccess(t *testing.T, r rendered) []string {
+	t.Helper()
+	var out []string
+	for name, p := range r.GetAllLambdaPermissionResources() {
+		if p.FunctionName != refOf("ProxyFunction") {
+			t.Errorf("permission %s on %q", name, p.FunctionName)
+		}
+		cond := "source " + str(p.SourceArn)
+		switch p.Action {
+		case "lambda:InvokeFunctionUrl":
+			cond += " auth " + str(p.FunctionUrlAuthType)
+		case "lambda:InvokeFunction":
+			// goformation v7.14.9 does not model this property yet.
+			props := mapOf(mapOf(mapOf(r.Raw["Resources"])[name])["Properties"])
+			cond += fmt.Sprintf(" via-url %v", props["InvokedViaFunctionUrl"])
+		}
+		out = append(out, p.Principal+" "+p.Action+" "+cond)
+	}
+	sort.Strings(out)
+	return out
+}
+
 func TestFunctionURL(t *testing.T) {
+	// Behind CloudFront only this distribution may call the URL: anyone
+	// else would skip the cache and run the function on the owner's bill.
 	r := render(t, defaults())
 	u, err := r.GetLambdaUrlWithName("ProxyUrl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.AuthType != "NONE" || str(u.InvokeMode) != "BUFFERED" || u.TargetFunctionArn != attOf("ProxyFunction", "Arn") {
+	if u.AuthType != "AWS_IAM" || str(u.InvokeMode) != "BUFFERED" || u.TargetFunctionArn != attOf("ProxyFunction", "Arn") {
 		t.Errorf("Function URL auth %q mode %q target %q", u.AuthType, str(u.InvokeMode), u.TargetFunctionArn)
+	}
+	distribution := "arn:aws:cloudfront::123456789012:distribution/" + refOf("Distribution")
+	want := []string{ // both actions since October 2025
+		"cloudfront.amazonaws.com lambda:InvokeFunction source " + distribution + " via-url true",
+		"cloudfront.amazonaws.com lambda:InvokeFunctionUrl source " + distribution + " auth AWS_IAM",
+	}
+	if got := urlAccess(t, r); !slices.Equal(got, want) {
+		t.Errorf("with CloudFront the URL may be called by\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 	// The proxy sends its own CORS headers and answers OPTIONS; a Cors block
 	// here would make Lambda add a second Access-Control-Allow-Origin.
@@ -438,25 +498,14 @@ func TestFunctionURL(t *testing.T) {
 	if cfg := configDefaults(t); cfg.AllowOrigin != "*" || !strings.Contains(cfg.AllowMethods, "OPTIONS") {
 		t.Errorf("the proxy's CORS (origin %q, methods %q) no longer allows GET, HEAD, OPTIONS from *", cfg.AllowOrigin, cfg.AllowMethods)
 	}
-	// Public access takes both permissions (since October 2025).
-	var urlAccess, invokeAccess bool
-	for name, p := range r.GetAllLambdaPermissionResources() {
-		if p.FunctionName != refOf("ProxyFunction") || p.Principal != "*" {
-			t.Errorf("permission %s: function %q principal %q", name, p.FunctionName, p.Principal)
-		}
-		switch p.Action {
-		case "lambda:InvokeFunctionUrl":
-			urlAccess = str(p.FunctionUrlAuthType) == "NONE"
-		case "lambda:InvokeFunction":
-			// goformation v7.14.9 does not model this property yet.
-			props := mapOf(mapOf(mapOf(r.Raw["Resources"])[name])["Properties"])
-			invokeAccess = props["InvokedViaFunctionUrl"] == true
-		default:
-			t.Errorf("permission %s grants %s", name, p.Action)
-		}
+	// Without CloudFront the URL is what Misskey calls: public.
+	pub := render(t, map[string]string{"EnableCloudFront": "false"})
+	if u, _ := pub.GetLambdaUrlWithName("ProxyUrl"); u.AuthType != "NONE" {
+		t.Errorf("without CloudFront the Function URL's auth is %q, want NONE", u.AuthType)
 	}
-	if !urlAccess || !invokeAccess {
-		t.Errorf("public Function URL permissions: InvokeFunctionUrl(NONE)=%v InvokeFunction(via URL)=%v", urlAccess, invokeAccess)
+	want = []string{"* lambda:InvokeFunction source  via-url true", "* lambda:InvokeFunctionUrl source  auth NONE"}
+	if got := urlAccess(t, pub); !slices.Equal(got, want) {
+		t.Errorf("without CloudFront the URL may be called by\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 	if f := function(t, r, "ProxyFunction"); f.ReservedConcurrentExecutions != nil {
 		t.Errorf("reserved concurrency %d by default; 0 means no cap", *f.ReservedConcurrentExecutions)
@@ -555,6 +604,23 @@ func TestBucket(t *testing.T) {
 	}
 }
 
+// variantExpiry is the days after which the bucket's lifecycle deletes
+// variants.
+func variantExpiry(t *testing.T, r rendered) int {
+	t.Helper()
+	b, err := r.GetS3BucketWithName("MediaBucket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rule := range b.LifecycleConfiguration.Rules {
+		if rule.Status == "Enabled" && str(rule.Prefix) == "v1/" && rule.ExpirationInDays != nil {
+			return *rule.ExpirationInDays
+		}
+	}
+	t.Fatal("no lifecycle rule expires v1/")
+	return 0
+}
+
 func TestCloudFront(t *testing.T) {
 	cfg := configDefaults(t)
 	r := render(t, defaults())
@@ -568,6 +634,26 @@ func TestCloudFront(t *testing.T) {
 		origins[o.Id] = o.DomainName
 		if o.Id == "variants" && str(o.OriginAccessControlId) != attOf("VariantsOriginAccess", "Id") {
 			t.Errorf("bucket origin without origin access control: %+v", o)
+		}
+		if o.Id != "proxy" {
+			continue
+		}
+		// CloudFront signs its requests to the URL (AWS_IAM, see TestFunctionURL).
+		if str(o.OriginAccessControlId) != attOf("ProxyOriginAccess", "Id") {
+			t.Errorf("Function URL origin without origin access control: %+v", o)
+		}
+		// For a custom origin every attempt also retries a read timeout: a
+		// slow miss would run up to three times. One attempt, and a wait
+		// that ends before the function gives up (the most CloudFront
+		// allows without a quota increase is 60 s), so the function still
+		// stores the result for the next request.
+		if o.ConnectionAttempts == nil || *o.ConnectionAttempts != 1 {
+			t.Errorf("Function URL origin: ConnectionAttempts %v, want 1", o.ConnectionAttempts)
+		}
+		read := o.CustomOriginConfig.OriginReadTimeout
+		timeout := mapOf(mapOf(rawTemplate(t)["Parameters"])["ProxyTimeout"])
+		if read == nil || *read > 60 || fmt.Sprint(timeout["MinValue"]) != strconv.Itoa(*read) {
+			t.Errorf("origin read timeout %v: want at most 60 s and the least ProxyTimeout allows (%v)", read, timeout["MinValue"])
 		}
 	}
 	want := map[string]string{
@@ -644,10 +730,75 @@ func TestCloudFront(t *testing.T) {
 			t.Errorf("%s: distribution %v, CloudFrontDomain output %v", c.name, hasDist, hasOutput)
 		}
 	}
+	oac := map[string]string{}
+	for name, o := range r.GetAllCloudFrontOriginAccessControlResources() {
+		oac[name] = o.OriginAccessControlConfig.OriginAccessControlOriginType
+	}
+	if want := map[string]string{"ProxyOriginAccess": "lambda", "VariantsOriginAccess": "s3"}; fmt.Sprint(oac) != fmt.Sprint(want) {
+		t.Errorf("origin access controls %v, want %v", oac, want)
+	}
+	if _, ok := render(t, map[string]string{"EnableCloudFront": "false"}).Resources["ProxyOriginAccess"]; ok {
+		t.Error("an origin access control without CloudFront")
+	}
+
 	r = render(t, map[string]string{"DomainName": "media.example.com", "CertificateArn": "arn:aws:acm:us-east-1:1:certificate/x"})
 	d, _ = r.GetCloudFrontDistributionWithName("Distribution")
 	if !slices.Equal(d.DistributionConfig.Aliases, []string{"media.example.com"}) || str(d.DistributionConfig.ViewerCertificate.SslSupportMethod) != "sni-only" {
 		t.Errorf("custom domain: aliases %v, certificate %+v", d.DistributionConfig.Aliases, d.DistributionConfig.ViewerCertificate)
+	}
+}
+
+// longestStackName is the longest stack name scripts/deploy accepts.
+func longestStackName(t *testing.T) string {
+	t.Helper()
+	src, err := os.ReadFile("../scripts/deploy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`\[\[ \$stack =~ \^\[A-Za-z\]\[-A-Za-z0-9\]\{0,(\d+)\}\$ \]\]`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("scripts/deploy no longer checks stack names as this test expects")
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return "s" + strings.Repeat("x", n)
+}
+
+// Named CloudFront resources must fit their limits for every stack name
+// scripts/deploy accepts, or the first deployment fails.
+func TestNamesFit(t *testing.T) {
+	long := longestStackName(t)
+	r := render(t, map[string]string{"AWS::StackName": long})
+	type name struct {
+		name  string
+		limit int
+	}
+	var names []name
+	for _, o := range r.GetAllCloudFrontOriginAccessControlResources() {
+		names = append(names, name{o.OriginAccessControlConfig.Name, 64})
+	}
+	for _, p := range r.GetAllCloudFrontCachePolicyResources() {
+		names = append(names, name{p.CachePolicyConfig.Name, 128})
+	}
+	for _, p := range r.GetAllCloudFrontOriginRequestPolicyResources() {
+		names = append(names, name{p.OriginRequestPolicyConfig.Name, 128})
+	}
+	for _, p := range r.GetAllCloudFrontResponseHeadersPolicyResources() {
+		names = append(names, name{p.ResponseHeadersPolicyConfig.Name, 128})
+	}
+	if len(names) != 5 {
+		t.Errorf("found %d names, want 5: %v", len(names), names)
+	}
+	for _, n := range names {
+		if len(n.name) > n.limit {
+			t.Errorf("name %q has %d characters, over CloudFront's %d, for a stack name of %d", n.name, len(n.name), n.limit, len(long))
+		}
+	}
+	// Origin access control names are unique per account: each stack's own.
+	if r.Resources["ProxyOriginAccess"] == nil {
+		t.Fatal("no ProxyOriginAccess")
+	}
+	if n, _ := r.GetCloudFrontOriginAccessControlWithName("ProxyOriginAccess"); !strings.Contains(n.OriginAccessControlConfig.Name, stackUUID) {
+		t.Errorf("ProxyOriginAccess name %q does not name the stack", n.OriginAccessControlConfig.Name)
 	}
 }
 
@@ -670,6 +821,75 @@ func TestObservability(t *testing.T) {
 	}
 	if _, ok := render(t, defaults()).Resources["AlarmTopic"]; ok {
 		t.Error("an alarm topic without AlarmEmail")
+	}
+
+	// The bill's early warning: the proxy's invocation rate, per hour over
+	// 5 minutes, against a parameter.
+	for _, c := range []struct {
+		params  map[string]string
+		limit   float64
+		actions []string
+	}{
+		{defaults(), 20000, nil},
+		{map[string]string{"InvocationAlarmPerHour": "5000", "AlarmEmail": "admin@example.com", "EnableWorker": "false"}, 5000, []string{refOf("AlarmTopic")}},
+	} {
+		r := render(t, c.params)
+		a, err := r.GetCloudWatchAlarmWithName("InvocationAlarm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stat, expr string
+		for _, m := range a.Metrics {
+			if m.MetricStat != nil {
+				ms := m.MetricStat
+				stat = fmt.Sprintf("%s %s %s %d %s %s", m.Id, str(ms.Metric.Namespace), str(ms.Metric.MetricName), ms.Period, ms.Stat, jsonText(ms.Metric.Dimensions))
+			} else if m.ReturnData == nil || *m.ReturnData {
+				expr = str(m.Expression)
+			}
+		}
+		if want := `invocations AWS/Lambda Invocations 300 Sum [{"Name":"FunctionName","Value":"<ProxyFunction>"}]`; stat != want {
+			t.Errorf("invocation alarm reads %q, want %q", stat, want)
+		}
+		if expr != "invocations * 12" || a.Threshold == nil || *a.Threshold != c.limit || a.ComparisonOperator != "GreaterThanThreshold" {
+			t.Errorf("invocation alarm: %q > %v (%s), want invocations * 12 > %v", expr, a.Threshold, a.ComparisonOperator, c.limit)
+		}
+		if !slices.Equal(a.AlarmActions, c.actions) {
+			t.Errorf("invocation alarm actions %v, want %v", a.AlarmActions, c.actions)
+		}
+	}
+
+	// An optional account-wide budget mails at 80 % spent and 100 % forecast.
+	for params, want := range map[string]bool{
+		"":             false,
+		"email":        false,
+		"budget":       false,
+		"email+budget": true,
+	} {
+		p := map[string]string{}
+		if strings.Contains(params, "email") {
+			p["AlarmEmail"] = "admin@example.com"
+		}
+		if strings.Contains(params, "budget") {
+			p["MonthlyBudget"] = "25"
+		}
+		b, err := render(t, p).GetBudgetsBudgetWithName("Budget")
+		if (err == nil) != want {
+			t.Errorf("%q: budget %v, want %v", params, err == nil, want)
+		}
+		if err != nil {
+			continue
+		}
+		var notes []string
+		for _, n := range b.NotificationsWithSubscribers {
+			notes = append(notes, fmt.Sprintf("%s %s %v %s %s", n.Notification.NotificationType, n.Notification.ComparisonOperator,
+				n.Notification.Threshold, str(n.Notification.ThresholdType), jsonText(n.Subscribers)))
+		}
+		sub := `[{"Address":"admin@example.com","SubscriptionType":"EMAIL"}]`
+		wantNotes := []string{"ACTUAL GREATER_THAN 80 PERCENTAGE " + sub, "FORECASTED GREATER_THAN 100 PERCENTAGE " + sub}
+		if b.Budget.BudgetType != "COST" || b.Budget.TimeUnit != "MONTHLY" || b.Budget.BudgetLimit == nil ||
+			b.Budget.BudgetLimit.Amount != 25 || b.Budget.BudgetLimit.Unit != "USD" || !slices.Equal(notes, wantNotes) {
+			t.Errorf("budget %+v, notifications %q", b.Budget, notes)
+		}
 	}
 
 	dash, err := r.GetCloudWatchDashboardWithName("Dashboard")

@@ -3,7 +3,8 @@
 # runtime interface emulator), all under $ROOT/.deps, listening on 127.0.0.1
 # only.
 #
-#   standins_install              install what is missing (idempotent)
+#   standins_install              install what is missing (idempotent), and
+#                                 cfn-lint, which the template test runs
 #   s3_start / s3_stop            versitygw, exports MEDIA_PROXY_TEST_S3_*
 #   sqs_start / sqs_stop          moto_server, exports MEDIA_PROXY_TEST_SQS_ENDPOINT
 #   standins_stop_all             for `trap standins_stop_all EXIT`
@@ -47,17 +48,24 @@ standins_install() {
   _standins_go_install aws-lambda-rie github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie "$STANDINS_RIE_VERSION"
   export MEDIA_PROXY_TEST_RIE="$STANDINS_BIN/aws-lambda-rie"
 
-  if ! command -v moto_server >/dev/null; then
-    echo "moto_server not found; trying pip install 'moto[server]'" >&2
-    if ! python3 -m pip install --quiet 'moto[server]' >&2 || ! command -v moto_server >/dev/null; then
-      cat >&2 <<'EOF'
-moto_server (the SQS stand-in) is missing and pip could not install it.
+  _standins_pip_install moto_server 'moto[server]' "the SQS stand-in" "moto 5.x"
+  _standins_pip_install cfn-lint cfn-lint "checks infra/template.yaml" "1.x"
+}
+
+# _standins_pip_install COMMAND PACKAGE WHAT VERSION installs a Python tool
+# with pip when COMMAND is missing, or says how.
+_standins_pip_install() {
+  local cmd=$1 pkg=$2 what=$3 version=$4
+  command -v "$cmd" >/dev/null && return 0
+  echo "$cmd not found; trying pip install '$pkg'" >&2
+  if ! python3 -m pip install --quiet "$pkg" >&2 || ! command -v "$cmd" >/dev/null; then
+    cat >&2 <<EOF
+$cmd ($what) is missing and pip could not install it.
 Install it where PyPI is reachable, for the python3 on PATH:
-    python3 -m pip install 'moto[server]'    # moto 5.x
+    python3 -m pip install '$pkg'    # $version
 then run this again.
 EOF
-      return 1
-    fi
+    return 1
   fi
 }
 

@@ -58,6 +58,18 @@ const (
 	// redirect to a path that might be reorganised.
 	publicMaxAge = 24 * time.Hour
 
+	// A variant the bucket's lifecycle rule will delete within this window
+	// (or within half its life, if shorter) is copied onto itself on a
+	// lookup, which S3 counts as a new object whose age starts at zero. So
+	// a variant in use is kept: behind CloudFront each edge looks it up at
+	// least daily (publicMaxAge), presigned redirects hourly. One nobody
+	// asks for expires and is recomputed on demand. The window is wider
+	// than publicMaxAge, so normally the cap on redirects below never bites.
+	renewWindow = 3 * 24 * time.Hour
+	// A renewal is a server-side copy within the lookup's time; an object
+	// too large to copy that fast is left to expire.
+	renewTimeout = time.Second
+
 	cacheControl = "max-age=31536000, immutable"
 	// Aborting a failed multipart upload gets its own time, since the
 	// failure may be the caller's context running out.
@@ -95,6 +107,12 @@ type Config struct {
 	PresignTTL time.Duration
 	// PartSize is the multipart part size (default 8 MiB, at least 5 MiB).
 	PartSize int64
+	// Lifetime is how long after its last write the bucket's lifecycle
+	// rule deletes a stored variant (MEDIA_PROXY_S3_LIFECYCLE_DAYS); 0 when
+	// unknown. S3 also reports each object's expiry on HEAD
+	// (x-amz-expiration), which is used too: this covers servers that do
+	// not, and is the earlier of the two (S3 rounds up to midnight UTC).
+	Lifetime time.Duration
 }
 
 // ParseURL splits "s3://bucket/some/prefix" into "bucket" and
@@ -225,16 +243,95 @@ func (s *Store) Lookup(ctx context.Context, key string) (*store.Entry, error) {
 	if out.ContentLength != nil {
 		e.Size = *out.ContentLength
 	}
+	life, mortal := s.life(ctx, k, out)
 	if s.cfg.PublicBaseURL != "" {
-		e.RedirectURL = publicURL(s.cfg.PublicBaseURL, k)
-		e.RedirectMaxAge = publicMaxAge
-		return e, nil
+		e.RedirectURL, e.RedirectMaxAge = publicURL(s.cfg.PublicBaseURL, k), publicMaxAge
+	} else {
+		e.RedirectURL, e.RedirectMaxAge, err = s.presignGet(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("s3store: presign %s: %w", key, err)
+		}
 	}
-	e.RedirectURL, e.RedirectMaxAge, err = s.presignGet(ctx, k)
-	if err != nil {
-		return nil, fmt.Errorf("s3store: presign %s: %w", key, err)
+	// A cached redirect must not outlive its target: once the lifecycle
+	// rule deletes the object, the redirect would lead every client that
+	// still holds it (a CloudFront edge: all its viewers) to a 403.
+	if mortal {
+		e.RedirectMaxAge = max(min(e.RedirectMaxAge, life-cacheMargin), 0)
 	}
 	return e, nil
+}
+
+// life is how long the object k, as its HEAD out describes it, stays in
+// the bucket; mortal is false when no lifecycle rule is known to delete
+// it. An object near its end is renewed first.
+func (s *Store) life(ctx context.Context, k string, out *s3.HeadObjectOutput) (life time.Duration, mortal bool) {
+	ends, mortal := s.expiry(out.LastModified, out.Expiration)
+	if !mortal {
+		return 0, false
+	}
+	now := s.now()
+	window := renewWindow
+	if out.LastModified != nil {
+		window = min(window, ends.Sub(*out.LastModified)/2)
+	}
+	if ends.Sub(now) < window {
+		if renewed, ok := s.renew(ctx, k, out); ok {
+			ends = renewed
+		}
+	}
+	return ends.Sub(now), true
+}
+
+// renew copies k onto itself with the metadata it has (a copy must change
+// something, so the metadata is "replaced" by the same), which restarts
+// its lifecycle age, and returns its new expiry. A failure is not an
+// error: the object then expires as planned and is recomputed.
+func (s *Store) renew(ctx context.Context, k string, out *s3.HeadObjectOutput) (time.Time, bool) {
+	ctx, cancel := context.WithTimeout(ctx, renewTimeout)
+	defer cancel()
+	copied, err := s.client.CopyObject(ctx, &s3.CopyObjectInput{
+		Bucket:             &s.cfg.Bucket,
+		Key:                &k,
+		CopySource:         aws.String(s.cfg.Bucket + "/" + escapeKey(k)),
+		MetadataDirective:  types.MetadataDirectiveReplace,
+		ContentType:        out.ContentType,
+		ContentDisposition: out.ContentDisposition,
+		CacheControl:       out.CacheControl,
+		Metadata:           out.Metadata,
+	})
+	if err != nil {
+		return time.Time{}, false
+	}
+	written := s.now()
+	return s.expiry(&written, copied.Expiration)
+}
+
+// expiry is when the bucket's lifecycle rule deletes an object last
+// written at written: the earlier of what S3 says (x-amz-expiration) and
+// written plus Config.Lifetime.
+func (s *Store) expiry(written *time.Time, expiration *string) (time.Time, bool) {
+	ends, ok := parseExpiration(aws.ToString(expiration))
+	if s.cfg.Lifetime > 0 && written != nil {
+		if t := written.Add(s.cfg.Lifetime); !ok || t.Before(ends) {
+			ends, ok = t, true
+		}
+	}
+	return ends, ok
+}
+
+// parseExpiration reads the date of an x-amz-expiration header,
+// `expiry-date="Fri, 23 Dec 2012 00:00:00 GMT", rule-id="..."`.
+func parseExpiration(v string) (time.Time, bool) {
+	_, rest, ok := strings.Cut(v, `expiry-date="`)
+	if !ok {
+		return time.Time{}, false
+	}
+	date, _, ok := strings.Cut(rest, `"`)
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := http.ParseTime(date)
+	return t, err == nil
 }
 
 // presignGet signs a GET of k that outlives its cache lifetime (the
@@ -488,11 +585,16 @@ func httpStatus(err error) int {
 
 // publicURL is base/k with each segment of k escaped.
 func publicURL(base, k string) string {
+	return strings.TrimRight(base, "/") + "/" + escapeKey(k)
+}
+
+// escapeKey escapes each segment of k for a URL path.
+func escapeKey(k string) string {
 	segs := strings.Split(k, "/")
 	for i, seg := range segs {
 		segs[i] = url.PathEscape(seg)
 	}
-	return strings.TrimRight(base, "/") + "/" + strings.Join(segs, "/")
+	return strings.Join(segs, "/")
 }
 
 // metaValue reads user metadata; the SDK lowercases the names, but other

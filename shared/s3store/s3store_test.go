@@ -18,6 +18,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -713,6 +714,212 @@ func TestErrorClassification(t *testing.T) {
 		}
 		if got := isConditionUnsupported(c.err); got != c.noCondWrite {
 			t.Errorf("isConditionUnsupported(%v) = %v", c.err, got)
+		}
+	}
+}
+
+// lifecycleFront stands in front of the S3 stand-in and plays the part of
+// S3's lifecycle, which versitygw lacks: it adds x-amz-expiration to HEAD
+// and copy answers, counts copies (CopyObject is a PUT with
+// x-amz-copy-source) and can refuse them.
+type lifecycleFront struct {
+	*httptest.Server
+	mu             sync.Mutex
+	copies         int
+	refuseCopies   bool
+	headExpiration string // x-amz-expiration on HEAD answers, if set
+	copyExpiration string // and on copy answers
+}
+
+func newLifecycleFront(t *testing.T, endpoint string) *lifecycleFront {
+	t.Helper()
+	target, err := url.Parse(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &lifecycleFront{}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		v := f.headExpiration
+		if resp.Request.Header.Get("X-Amz-Copy-Source") != "" {
+			v = f.copyExpiration
+		} else if resp.Request.Method != http.MethodHead {
+			v = ""
+		}
+		if v != "" && resp.StatusCode == http.StatusOK {
+			resp.Header.Set("X-Amz-Expiration", v)
+		}
+		return nil
+	}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Amz-Copy-Source") != "" {
+			f.mu.Lock()
+			f.copies++
+			refuse := f.refuseCopies
+			f.mu.Unlock()
+			if refuse {
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusForbidden)
+				io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`)
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *lifecycleFront) set(refuse bool, head, copied string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refuseCopies, f.headExpiration, f.copyExpiration = refuse, head, copied
+}
+
+func (f *lifecycleFront) copyCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.copies
+}
+
+func expirationHeader(t time.Time) string {
+	return `expiry-date="` + t.UTC().Format(http.TimeFormat) + `", rule-id="ExpireVariants"`
+}
+
+// lifecycleSetup stores one variant through the front and returns the
+// time S3 says it was written.
+func lifecycleSetup(t *testing.T) (e s3Env, f *lifecycleFront, bucket string, written time.Time) {
+	t.Helper()
+	e = testEnv(t)
+	client, bucket := newBucket(t, e)
+	f = newLifecycleFront(t, e.endpoint)
+	ctx := t.Context()
+	if err := New(client, nil, Config{Bucket: bucket}).Put(ctx, "v1/emoji/a", testMeta, strings.NewReader("bytes")); err != nil {
+		t.Fatal(err)
+	}
+	head, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: aws.String("v1/emoji/a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, f, bucket, *head.LastModified
+}
+
+// lookupAt looks the variant up through the front with the store's clock
+// at written+at.
+func lookupAt(t *testing.T, e s3Env, f *lifecycleFront, cfg Config, written time.Time, at time.Duration) *store.Entry {
+	t.Helper()
+	fe := e
+	fe.endpoint = f.URL
+	s := New(newClient(fe, staticCreds(e)), nil, cfg)
+	s.now = func() time.Time { return written.Add(at) }
+	en, err := s.Lookup(t.Context(), "v1/emoji/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return en
+}
+
+// The bucket deletes variants Lifetime after their last write: a redirect
+// is never cacheable past that, and a variant looked up near its end is
+// renewed so that popular ones stay.
+func TestRedirectsNeverOutliveObjects(t *testing.T) {
+	e, f, bucket, written := lifecycleSetup(t)
+	const lifetime = 30 * 24 * time.Hour
+	cdn := Config{Bucket: bucket, PublicBaseURL: "https://cdn.example", Lifetime: lifetime}
+	presigned := Config{Bucket: bucket, Lifetime: lifetime}
+
+	f.set(true, "", "") // renewals fail: the cap alone
+	for _, c := range []struct {
+		name   string
+		cfg    Config
+		at     time.Duration
+		maxAge time.Duration
+		copies int // renewals tried so far
+	}{
+		{"young, CDN", cdn, 24 * time.Hour, publicMaxAge, 0},
+		{"young, presigned", presigned, 24 * time.Hour, DefaultPresignTTL - cacheMargin, 0},
+		{"outside the renewal window", cdn, lifetime - renewWindow - time.Hour, publicMaxAge, 0},
+		{"two hours left, CDN", cdn, lifetime - 2*time.Hour, 2*time.Hour - cacheMargin, 1},
+		{"ten minutes left, presigned", presigned, lifetime - 10*time.Minute, 10*time.Minute - cacheMargin, 2},
+		{"past its expiry, not deleted yet", cdn, lifetime + time.Hour, 0, 3},
+		{"no rule known", Config{Bucket: bucket, PublicBaseURL: "https://cdn.example"}, 10 * lifetime, publicMaxAge, 3},
+	} {
+		en := lookupAt(t, e, f, c.cfg, written, c.at)
+		if en.RedirectMaxAge != c.maxAge {
+			t.Errorf("%s: RedirectMaxAge %v, want %v", c.name, en.RedirectMaxAge, c.maxAge)
+		}
+		if got := f.copyCount(); got != c.copies {
+			t.Errorf("%s: %d renewals tried, want %d", c.name, got, c.copies)
+		}
+	}
+
+	// Renewed: a new life, so the redirect is cacheable as usual again...
+	f.set(false, "", "")
+	en := lookupAt(t, e, f, cdn, written, lifetime-2*time.Hour)
+	if en.RedirectMaxAge != publicMaxAge || f.copyCount() != 4 {
+		t.Errorf("renewed: RedirectMaxAge %v after %d copies, want %v after 4", en.RedirectMaxAge, f.copyCount(), publicMaxAge)
+	}
+	// ...and the object is served exactly as before.
+	direct := New(newClient(e, staticCreds(e)), nil, Config{Bucket: bucket})
+	en, err := direct.Lookup(t.Context(), "v1/emoji/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := testMeta
+	want.Size = int64(len("bytes"))
+	if en.Meta != want {
+		t.Errorf("after renewal meta = %+v, want %+v", en.Meta, want)
+	}
+	resp, body := httpGet(t, en.RedirectURL)
+	if string(body) != "bytes" || resp.Header.Get("Cache-Control") != cacheControl ||
+		resp.Header.Get("Content-Type") != testMeta.ContentType || resp.Header.Get("Content-Disposition") != testMeta.Disposition {
+		t.Errorf("after renewal GET: %q, headers %v", body, resp.Header)
+	}
+}
+
+// Without a configured Lifetime, S3's own x-amz-expiration (rounded up to
+// midnight UTC) does the same; with both, the earlier counts.
+func TestRedirectsFollowS3Expiration(t *testing.T) {
+	e, f, bucket, written := lifecycleSetup(t)
+	const days30 = 30 * 24 * time.Hour
+	ends := written.Add(days30 + 5*time.Hour)
+	cdn := Config{Bucket: bucket, PublicBaseURL: "https://cdn.example"}
+
+	f.set(true, expirationHeader(ends), "")
+	if en := lookupAt(t, e, f, cdn, written, 24*time.Hour); en.RedirectMaxAge != publicMaxAge || f.copyCount() != 0 {
+		t.Errorf("young: RedirectMaxAge %v, %d renewals", en.RedirectMaxAge, f.copyCount())
+	}
+	if en := lookupAt(t, e, f, cdn, written, days30); en.RedirectMaxAge != 5*time.Hour-cacheMargin || f.copyCount() != 1 {
+		t.Errorf("five hours left: RedirectMaxAge %v, %d renewals; want %v, 1", en.RedirectMaxAge, f.copyCount(), 5*time.Hour-cacheMargin)
+	}
+	both := cdn
+	both.Lifetime = days30
+	if en := lookupAt(t, e, f, both, written, days30-2*time.Hour); en.RedirectMaxAge != 2*time.Hour-cacheMargin {
+		t.Errorf("configured lifetime earlier than S3's date: RedirectMaxAge %v, want %v", en.RedirectMaxAge, 2*time.Hour-cacheMargin)
+	}
+
+	// The copy's answer carries the new expiry.
+	f.set(false, expirationHeader(ends), expirationHeader(written.Add(2*days30)))
+	if en := lookupAt(t, e, f, cdn, written, days30); en.RedirectMaxAge != publicMaxAge || f.copyCount() != 3 {
+		t.Errorf("renewed: RedirectMaxAge %v after %d copies, want %v after 3", en.RedirectMaxAge, f.copyCount(), publicMaxAge)
+	}
+}
+
+func TestParseExpiration(t *testing.T) {
+	want := time.Date(2018, 10, 14, 0, 0, 0, 0, time.UTC)
+	for in, ok := range map[string]bool{
+		`expiry-date="Sun, 14 Oct 2018 00:00:00 GMT", rule-id="lifecycle-test-rule"`: true,
+		`rule-id="x", expiry-date="Sun, 14 Oct 2018 00:00:00 GMT"`:                   true,
+		``:                           false,
+		`NotImplemented`:             false,
+		`expiry-date="tomorrow"`:     false,
+		`expiry-date="Sun, 14 Oct 2`: false,
+	} {
+		got, gotOK := parseExpiration(in)
+		if gotOK != ok || (ok && !got.Equal(want)) {
+			t.Errorf("parseExpiration(%q) = %v, %v", in, got, gotOK)
 		}
 	}
 }
