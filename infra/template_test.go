@@ -187,14 +187,21 @@ var leftToDefaults = map[string]string{
 	"MEDIA_PROXY_CORS_ALLOW_HEADERS":       "the default * matches the Function URL's and CloudFront's CORS",
 	"MEDIA_PROXY_CORS_ALLOW_METHODS":       "the default matches the Function URL's and CloudFront's CORS",
 	"MEDIA_PROXY_LOG_LEVEL":                "info",
+	"MEDIA_PROXY_BIND_ADDRESS":             "local server only; Lambda serves through the runtime API",
+	"MEDIA_PROXY_MAX_CONNECTIONS":          "local server only",
+	"MEDIA_PROXY_WRITE_TIMEOUT":            "local server only",
+	"MEDIA_PROXY_STORE_MAX_SIZE":           "the on-disk store's budget; the stack stores in S3",
+	"MEDIA_PROXY_TRUST_OUTGOING_PROXY":     "no outgoing proxy on Lambda",
+	"MEDIA_PROXY_ALLOWED_PORTS":            "the code's default destination ports (80, 443)",
+	"MEDIA_PROXY_MAX_CONVERT_SIZE":         "the code's limits are sized for the default memory",
+	"MEDIA_PROXY_MEMORY_BUDGET":            "defaults to half the memory Lambda gives the function",
+	"MEDIA_PROXY_TRANSFORM_TIMEOUT":        "the defaults fit in the function timeouts (checked below)",
 }
 
 // awaitingWiring are variables the stack sets for code that is being
 // taught to read them (shared/config passes them to the store). Once the
 // code reads one, TestEnvironmentCoversConfig asks for its removal here.
-var awaitingWiring = map[string]string{
-	"MEDIA_PROXY_S3_LIFECYCLE_DAYS": "s3store.Config.Lifetime, in days",
-}
+var awaitingWiring = map[string]string{}
 
 func TestEnvironmentCoversConfig(t *testing.T) {
 	read := readByCode(t)
@@ -231,7 +238,7 @@ func TestEnvironmentCoversConfig(t *testing.T) {
 	cfg := configDefaults(t)
 	for _, p := range []string{"ProxyTimeout", "WorkerTimeout"} {
 		secs, _ := strconv.Atoi(fmt.Sprint(mapOf(mapOf(rawTemplate(t)["Parameters"])[p])["Default"]))
-		if d := time.Duration(secs) * time.Second; d <= cfg.FetchTimeout || d <= cfg.ConnectTimeout+cfg.ResponseTimeout {
+		if d := time.Duration(secs) * time.Second; d <= cfg.FetchTimeout+cfg.TransformTimeout || d <= cfg.ConnectTimeout+cfg.ResponseTimeout {
 			t.Errorf("%s default %v leaves no time after a fetch (timeout %v)", p, d, cfg.FetchTimeout)
 		}
 	}

@@ -130,6 +130,7 @@ func OpenStore(ctx context.Context, cfg config.Config) (store.Store, error) {
 			PublicBaseURL: cfg.PublicBaseURL,
 			PathStyle:     cfg.S3PathStyle,
 			PresignTTL:    cfg.PresignTTL,
+			Lifetime:      time.Duration(cfg.S3LifecycleDays) * 24 * time.Hour,
 		})
 	}
 	return nil, fmt.Errorf("MEDIA_PROXY_STORE %q is not supported", cfg.Store)
