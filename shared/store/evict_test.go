@@ -290,13 +290,17 @@ func TestDirCountsFilesAtOpen(t *testing.T) {
 	for i := range 10 {
 		put(t, first, fmt.Sprintf("v1/emoji/%02d", i), 100)
 	}
-	second, err := NewDir(first.root, DirOptions{MaxBytes: 1 << 30})
+	var log bytes.Buffer
+	second, err := NewDir(first.root, DirOptions{MaxBytes: 1 << 30, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	second.wait()
 	if second.total != 10*blockSize {
 		t.Errorf("counted %d at open, want %d", second.total, 10*blockSize)
+	}
+	if !strings.Contains(log.String(), "files=10 ") {
+		t.Errorf("log of the count at open: %q", log.String())
 	}
 	small, err := NewDir(first.root, DirOptions{MaxBytes: 5 * blockSize})
 	if err != nil {
@@ -326,5 +330,3 @@ func TestDirDefaultMaxBytes(t *testing.T) {
 		t.Errorf("MaxBytes() = %d", d.MaxBytes())
 	}
 }
-
-var discard = slog.New(slog.DiscardHandler)
