@@ -22,6 +22,8 @@ import (
 //	20      ...   meta, then body
 //
 // A file whose size is not exactly 20 + meta + body is corrupt: a miss.
+// The meta of a streamed body reserves room for the ETag computed at its
+// end, so it may end in spaces.
 const (
 	fileMagic     = "MPXS"
 	formatVersion = 1
