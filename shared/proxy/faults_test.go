@@ -571,7 +571,7 @@ func TestOriginCutMidBody(t *testing.T) {
 	stores := []storeCase{
 		{"dir", func(t *testing.T) (map[string]string, store.Store, func(string)) {
 			root := t.TempDir()
-			st, err := store.NewDir(root)
+			st, err := store.NewDir(root, store.DirOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -178,7 +178,7 @@ func newStack(t *testing.T, o stackOptions) *httptest.Server {
 		o.proxy = fetch.NoProxy
 	}
 	if o.store == nil {
-		st, err := store.NewDir(t.TempDir())
+		st, err := store.NewDir(t.TempDir(), store.DirOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -118,7 +118,7 @@ func OpenStore(ctx context.Context, cfg config.Config) (store.Store, error) {
 	case cfg.Store == "none":
 		return store.None{}, nil
 	case strings.HasPrefix(cfg.Store, "dir:"):
-		return store.NewDir(strings.TrimPrefix(cfg.Store, "dir:"))
+		return store.NewDir(strings.TrimPrefix(cfg.Store, "dir:"), store.DirOptions{})
 	case strings.HasPrefix(cfg.Store, "s3://"):
 		bucket, prefix, err := s3store.ParseURL(cfg.Store)
 		if err != nil {

@@ -30,6 +30,8 @@ type Entry struct {
 	RedirectURL    string
 	RedirectMaxAge time.Duration
 	// Open reads the bytes through the proxy when there is no RedirectURL.
+	// The reader may also be an io.Seeker over the bytes (Dir's is), to
+	// serve Range requests; an object gone since Lookup is ErrNotFound.
 	Open func(ctx context.Context) (io.ReadCloser, error)
 }
 

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package store
+
+import "io/fs"
+
+func diskBytes(fi fs.FileInfo) int64 { return blocks(fi.Size()) }
