@@ -146,7 +146,7 @@ func run(ctx context.Context, o cliOptions, getenv func(string) string, stdout, 
 		opts.Store, opts.Runner = svc.Store, svc.Runner
 	} else {
 		var st store.Store
-		if st, err = service.OpenStore(ctx, cfg); err != nil {
+		if st, err = service.OpenStore(ctx, cfg, nil); err != nil {
 			return err
 		}
 		opts.Store = st

@@ -6,7 +6,9 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,8 +194,13 @@ func TestTransientFailureRememberedForSeconds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st, ttl int
-	if _, err := fmt.Sscanf(string(raw), "%d %d", &st, &ttl); err != nil || st != 502 || ttl <= 0 || ttl > 30 {
+	// The dir store's marker: a header, then {"status":...,"ttl_ns":...}.
+	var m struct {
+		Status int   `json:"status"`
+		TTL    int64 `json:"ttl_ns"`
+	}
+	if i := bytes.IndexByte(raw, '{'); i < 0 || json.Unmarshal(raw[i:], &m) != nil || m.Status != 502 ||
+		m.TTL <= 0 || time.Duration(m.TTL) > 30*time.Second {
 		t.Errorf("marker %q, want 502 remembered for seconds", raw)
 	}
 	// Once it has passed (written again with no time left), the origin is
@@ -271,7 +279,7 @@ func TestStoreFaultIsNotRemembered(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var inner store.Store
 			if name == "dir" {
-				st, err := store.NewDir(t.TempDir())
+				st, err := store.NewDir(t.TempDir(), store.DirOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -652,5 +660,77 @@ func TestAbandonedWorkIsCancelled(t *testing.T) {
 	}
 	if gone.Load() != 1 {
 		t.Errorf("the origin's request was let go %d times after every client left, want once", gone.Load())
+	}
+}
+
+// diskUse is what the files under root take on disk.
+func diskUse(t *testing.T, root string) int64 {
+	t.Helper()
+	var n int64
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// TestDirStoreHeldUnderBudget: anyone can name fresh URLs; the on-disk
+// store keeps to MEDIA_PROXY_STORE_MAX_SIZE however many are requested,
+// evicting the least recently used, and the proxy keeps answering.
+func TestDirStoreHeldUnderBudget(t *testing.T) {
+	const budget = 1 << 20
+	o := newOrigin(t)
+	o.add("/e.png", testmedia.PNG(48, 48))
+	p, _, svc := newService(t, map[string]string{"MEDIA_PROXY_STORE_MAX_SIZE": strconv.Itoa(budget)})
+	root := storeDir(t, svc.Config.Store)
+	var peak atomic.Int64
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				// Half of them fail, which writes markers, which count too.
+				src := fmt.Sprintf("%s/e.png?n=%d", o.URL, i)
+				if i%2 == 1 {
+					src = fmt.Sprintf("%s/missing-%d.png", o.URL, i)
+				}
+				resp, err := http.Get(p.URL + "/e.webp?emoji=1&url=" + url.QueryEscape(src))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if want := []int{200, 404}[i%2]; resp.StatusCode != want {
+					t.Errorf("request %d: %d, want %d", i, resp.StatusCode, want)
+				}
+				if i%100 == 0 {
+					peak.Store(max(peak.Load(), diskUse(t, root)))
+				}
+			}
+		}()
+	}
+	const n = 2000
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	time.Sleep(500 * time.Millisecond) // the last eviction pass
+	final := diskUse(t, root)
+	t.Logf("%d distinct URLs (%d variants, %d markers) into a %d KiB store: %d KiB on disk at the end, %d KiB at most during the run",
+		n, n/2, n/2, budget>>10, final>>10, max(peak.Load(), final)>>10)
+	// The store's own bound: 10% over, plus a block per writer in flight.
+	if limit := int64(budget) + budget/10 + 16*4096; final > budget || peak.Load() > limit {
+		t.Errorf("store holds %d bytes (at most %d during the run) with a budget of %d", final, peak.Load(), budget)
 	}
 }

@@ -92,10 +92,13 @@ func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	e, err := h.cfg.Store.Lookup(lctx, req.key)
 	cancel()
+	if err == nil {
+		if rp, ok := h.hit(ctx, e, rec); ok {
+			return rp
+		}
+		err = store.ErrNotFound // gone since the lookup: a miss
+	}
 	switch {
-	case err == nil:
-		rec.outcome = "hit"
-		return reply{kind: replyEntry, entry: e}
 	case !errors.Is(err, store.ErrNotFound):
 		h.log.Warn("store lookup failed; answering without the cache", "request_id", rec.id, "key", req.key, "err", err)
 	default:
@@ -129,9 +132,37 @@ func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
 	}
 	rec.figures(p.fetch, p.transform, p.bytesIn)
 	if p.entry != nil {
-		return reply{kind: replyEntry, entry: p.entry, done: release}
+		if p.entry.RedirectURL != "" {
+			return reply{kind: replyEntry, entry: p.entry, done: release}
+		}
+		body, err := p.entry.Open(ctx)
+		release()
+		if err != nil {
+			h.log.Warn("store open failed after storing", "request_id", rec.id, "err", err)
+			return reply{kind: replyError, status: http.StatusBadGateway}
+		}
+		return reply{kind: replyEntry, entry: p.entry, body: body, done: func() { body.Close() }}
 	}
 	return reply{kind: replyBytes, meta: p.res.Meta, data: p.res.Data, done: release}
+}
+
+// hit answers from a stored object: its redirect, or its bytes opened now,
+// so that an object evicted or unreadable since the lookup is treated as
+// a miss instead of failing the request.
+func (h *Handler) hit(ctx context.Context, e *store.Entry, rec *record) (reply, bool) {
+	if e.RedirectURL != "" {
+		rec.outcome = "hit"
+		return reply{kind: replyEntry, entry: e}, true
+	}
+	body, err := e.Open(ctx)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			h.log.Warn("store open failed; answering without the cache", "request_id", rec.id, "err", err)
+		}
+		return reply{}, false
+	}
+	rec.outcome = "hit"
+	return reply{kind: replyEntry, entry: e, body: body, done: func() { body.Close() }}, true
 }
 
 // produced is what identical requests in flight share.

@@ -23,7 +23,7 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, rec *record, rp 
 	case replyBytes:
 		serveContent(w, r, rec, rp.meta, bytes.NewReader(rp.data))
 	case replyEntry:
-		h.writeEntry(w, r, rec, rp.entry)
+		h.writeEntry(w, r, rec, rp.entry, rp.body)
 	case replyStream:
 		h.writeStream(w, r, rec, rp.meta, rp.body)
 	}
@@ -48,7 +48,9 @@ func serveContent(w http.ResponseWriter, r *http.Request, rec *record, m store.M
 	rec.status, rec.bytesOut = cw.status, cw.n
 }
 
-func (h *Handler) writeEntry(w http.ResponseWriter, r *http.Request, rec *record, e *store.Entry) {
+// writeEntry answers with a stored object: a redirect to it, or body, its
+// bytes already opened by the policy.
+func (h *Handler) writeEntry(w http.ResponseWriter, r *http.Request, rec *record, e *store.Entry, body io.Reader) {
 	if e.RedirectURL != "" {
 		w.Header().Set("Location", e.RedirectURL)
 		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(e.RedirectMaxAge.Seconds())))
@@ -56,13 +58,6 @@ func (h *Handler) writeEntry(w http.ResponseWriter, r *http.Request, rec *record
 		w.WriteHeader(rec.status)
 		return
 	}
-	body, err := e.Open(r.Context())
-	if err != nil {
-		h.log.Warn("store open failed", "request_id", rec.id, "err", err)
-		h.writeError(w, r, rec, reply{kind: replyError, status: http.StatusBadGateway}, false)
-		return
-	}
-	defer body.Close()
 	if rs, ok := body.(io.ReadSeeker); ok {
 		serveContent(w, r, rec, e.Meta, rs)
 		return

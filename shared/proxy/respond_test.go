@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -26,16 +25,12 @@ func TestReplies(t *testing.T) {
 	kinds := map[string]func() reply{
 		"bytes": func() reply { return reply{kind: replyBytes, meta: meta, data: body} },
 		"entry": func() reply {
-			return reply{kind: replyEntry, entry: &store.Entry{Meta: meta, Open: func(context.Context) (io.ReadCloser, error) {
-				return readSeekCloser{bytes.NewReader(body)}, nil
-			}}}
+			return reply{kind: replyEntry, entry: &store.Entry{Meta: meta}, body: readSeekCloser{bytes.NewReader(body)}}
 		},
 		// A store body that cannot seek, and a stream from the origin:
 		// whole bodies only.
 		"entry-unseekable": func() reply {
-			return reply{kind: replyEntry, entry: &store.Entry{Meta: meta, Open: func(context.Context) (io.ReadCloser, error) {
-				return io.NopCloser(bytes.NewReader(body)), nil
-			}}}
+			return reply{kind: replyEntry, entry: &store.Entry{Meta: meta}, body: io.NopCloser(bytes.NewReader(body))}
 		},
 		"stream": func() reply { return reply{kind: replyStream, meta: meta, body: bytes.NewReader(body)} },
 	}

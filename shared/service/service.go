@@ -53,7 +53,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	if err := vips.Start(vips.Options{Concurrency: cfg.VipsConcurrency}); err != nil {
 		return nil, err
 	}
-	st, err := OpenStore(ctx, cfg)
+	st, err := OpenStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -113,12 +113,12 @@ func NewFetcher(cfg config.Config) *fetch.Client {
 }
 
 // OpenStore opens the store MEDIA_PROXY_STORE names.
-func OpenStore(ctx context.Context, cfg config.Config) (store.Store, error) {
+func OpenStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.Store, error) {
 	switch {
 	case cfg.Store == "none":
 		return store.None{}, nil
 	case strings.HasPrefix(cfg.Store, "dir:"):
-		return store.NewDir(strings.TrimPrefix(cfg.Store, "dir:"), store.DirOptions{})
+		return store.NewDir(strings.TrimPrefix(cfg.Store, "dir:"), store.DirOptions{MaxBytes: cfg.StoreMaxSize, Logger: log})
 	case strings.HasPrefix(cfg.Store, "s3://"):
 		bucket, prefix, err := s3store.ParseURL(cfg.Store)
 		if err != nil {
