@@ -734,3 +734,42 @@ func TestDirStoreHeldUnderBudget(t *testing.T) {
 		t.Errorf("store holds %d bytes (at most %d during the run) with a budget of %d", final, peak.Load(), budget)
 	}
 }
+
+// TestSlowLargeBodyThroughS3: a 20 MB video that takes 12 s to arrive is
+// streamed into S3 and answered with a redirect to exactly its bytes. A
+// fixed bound on the store write (5 s, once) cut such bodies off: slow
+// origins are the norm, and large media through S3 is the point.
+func TestSlowLargeBodyThroughS3(t *testing.T) {
+	e := s3StandinFromEnv(t)
+	bucket := e.bucket(t)
+	setAWSEnv(t, e, e.endpoint)
+	p, _, _ := newService(t, map[string]string{
+		"MEDIA_PROXY_STORE":         "s3://" + bucket + "/slow",
+		"MEDIA_PROXY_S3_PATH_STYLE": "true",
+	})
+	video := testmedia.MP4(20 << 20)
+	o := newCutOrigin(t)
+	// 80 chunks of 256 KiB, 150 ms apart: 12 s.
+	src := o.set("/slow.mp4", "ok", video, 150*time.Millisecond)
+	start := time.Now()
+	r := get(t, p, src, "")
+	took := time.Since(start)
+	if r.status != http.StatusOK && r.status != http.StatusFound {
+		t.Fatalf("answered %d %q after %v", r.status, r.body, took)
+	}
+	got := r.body
+	if r.status == http.StatusFound {
+		resp, err := http.Get(r.header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if got, err = io.ReadAll(resp.Body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, video) {
+		t.Fatalf("got %d bytes, want the origin's %d", len(got), len(video))
+	}
+	t.Logf("20 MB over 12 s through S3: answered %d after %v, bytes identical", r.status, took.Round(10*time.Millisecond))
+}
