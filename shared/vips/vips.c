@@ -101,6 +101,33 @@ VipsImage *mp_from_rgba(const void *pix, size_t len, int width, int height) {
 	return im;
 }
 
+// mp_from_rgba_frames copies frames of packed RGBA stacked top to bottom
+// into one image that savers treat as an animation.
+VipsImage *mp_from_rgba_frames(const void *pix, size_t len, int width, int page_height, int pages, int *delays, int loop) {
+	VipsImage *im = mp_from_rgba(pix, len, width, page_height * pages);
+	if (!im)
+		return NULL;
+	vips_image_set_int(im, VIPS_META_PAGE_HEIGHT, page_height);
+	vips_image_set_int(im, VIPS_META_N_PAGES, pages);
+	vips_image_set_array_int(im, "delay", delays, pages);
+	vips_image_set_int(im, "loop", loop);
+	return im;
+}
+
+// mp_to_rgba renders a four-band image as packed 8-bit RGBA.
+int mp_to_rgba(VipsImage *in, void **buf, size_t *len) {
+	VipsImage *x;
+	if (in->Bands != 4) {
+		vips_error("mp_to_rgba", "%d bands, want 4", in->Bands);
+		return -1;
+	}
+	if (vips_cast_uchar(in, &x, NULL))
+		return -1;
+	*buf = vips_image_write_to_memory(x, len);
+	g_object_unref(x);
+	return *buf ? 0 : -1;
+}
+
 int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort) {
 	return vips_webpsave_buffer(in, buf, len,
 		"Q", quality,
