@@ -114,17 +114,31 @@ VipsImage *mp_from_rgba_frames(const void *pix, size_t len, int width, int page_
 	return im;
 }
 
-// mp_to_rgba renders a four-band image as packed 8-bit RGBA.
+// mp_to_rgba renders an image as packed 8-bit sRGB with alpha.
 int mp_to_rgba(VipsImage *in, void **buf, size_t *len) {
+	VipsObject *scope = VIPS_OBJECT(vips_image_new());
+	VipsImage **t = (VipsImage **) vips_object_local_array(scope, 3);
 	VipsImage *x;
-	if (in->Bands != 4) {
-		vips_error("mp_to_rgba", "%d bands, want 4", in->Bands);
-		return -1;
+
+	*buf = NULL;
+	if (vips_colourspace(in, &t[0], VIPS_INTERPRETATION_sRGB, NULL))
+		goto done;
+	x = t[0];
+	if (!vips_image_hasalpha(x)) {
+		if (vips_bandjoin_const1(x, &t[1], 255, NULL))
+			goto done;
+		x = t[1];
 	}
-	if (vips_cast_uchar(in, &x, NULL))
-		return -1;
+	if (vips_cast_uchar(x, &t[2], NULL))
+		goto done;
+	x = t[2];
+	if (x->Bands != 4) {
+		vips_error("mp_to_rgba", "%d bands, want 4", x->Bands);
+		goto done;
+	}
 	*buf = vips_image_write_to_memory(x, len);
-	g_object_unref(x);
+done:
+	g_object_unref(scope);
 	return *buf ? 0 : -1;
 }
 

@@ -231,8 +231,8 @@ func FromRGBAFrames(pix []byte, width, pageHeight int, delays []int, loop int) (
 	return newImage(out, nil), nil
 }
 
-// RGBA renders a four-band image (as FromRGBA makes and Thumbnail keeps)
-// to packed 8-bit RGBA.
+// RGBA renders the image as packed 8-bit sRGB with alpha (opaque images
+// get alpha 255), every page stacked.
 func (im *Image) RGBA() ([]byte, error) {
 	var p unsafe.Pointer
 	var n C.size_t

@@ -186,12 +186,26 @@ func TestRGBA(t *testing.T) {
 	if got, err := th.RGBA(); err != nil || len(got) != 4*th.Width()*th.Height() {
 		t.Errorf("RGBA of a thumbnail: %d bytes, %v", len(got), err)
 	}
-	mask, _, err := th.Badge(8, 1.75) // two bands
+	// A badge is grey and alpha: white, with the mask as alpha.
+	mask, _, err := th.Badge(8, 1.75)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer mask.Close()
-	if _, err := mask.RGBA(); err == nil {
-		t.Errorf("RGBA of a %d-band image succeeded", mask.Bands())
+	got, err := mask.RGBA()
+	if err != nil || len(got) != 4*8*8 {
+		t.Fatalf("RGBA of a badge: %d bytes, %v", len(got), err)
+	}
+	if !bytes.Equal(got[:3], []byte{255, 255, 255}) {
+		t.Errorf("badge pixel %v, want white", got[:4])
+	}
+	// Opaque images get alpha 255.
+	opaque, err := Thumbnail(testmedia.JPEG(16, 8, 90), Fit{Width: 16, Height: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opaque.Close()
+	if got, err := opaque.RGBA(); err != nil || len(got) != 4*16*8 || got[3] != 255 || got[len(got)-1] != 255 {
+		t.Errorf("RGBA of an opaque image: %d bytes, %v", len(got), err)
 	}
 }
