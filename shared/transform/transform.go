@@ -88,6 +88,11 @@ func (t *Transformer) Apply(ctx context.Context, src []byte, typ sniff.Type, k v
 		return nil, ErrNotConvertible
 	}
 	mime := typ.MIME
+	// The sniffed head can end before an APNG's acTL chunk (after large
+	// metadata); the whole file settles it.
+	if mime == "image/png" && sniff.Detect(src).MIME == "image/apng" {
+		mime = "image/apng"
+	}
 	select {
 	case t.slots <- struct{}{}:
 		defer func() { <-t.slots }()

@@ -3,7 +3,9 @@ package transform
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"math"
@@ -268,6 +270,27 @@ func TestAPNGErrors(t *testing.T) {
 	out, err := apply(t, tr, testmedia.APNG(400, 400, 8), variant.Static)
 	if err != nil || out.Frames != 1 {
 		t.Errorf("static of a long APNG: %v", err)
+	}
+}
+
+// An acTL past the sniffed head still makes the file an APNG.
+func TestAPNGWithLargeMetadata(t *testing.T) {
+	b := testmedia.APNG(64, 64, 3)
+	text := append([]byte("Comment\x00"), bytes.Repeat([]byte("x"), sniff.HeadSize)...)
+	var c bytes.Buffer
+	c.Write(binary.BigEndian.AppendUint32(nil, uint32(len(text))))
+	c.WriteString("tEXt")
+	c.Write(text)
+	c.Write(binary.BigEndian.AppendUint32(nil, crc32.ChecksumIEEE(append([]byte("tEXt"), text...))))
+	const afterIHDR = 8 + 25
+	src := append(append(bytes.Clone(b[:afterIHDR]), c.Bytes()...), b[afterIHDR:]...)
+	typ := sniff.Detect(src[:sniff.HeadSize])
+	if typ.MIME != "image/png" {
+		t.Fatalf("head sniffed as %s", typ.MIME)
+	}
+	out, err := New(DefaultLimits, 1).Apply(context.Background(), src, typ, variant.Emoji)
+	if err != nil || out.Frames != 3 {
+		t.Errorf("emoji: %v, want 3 frames", err)
 	}
 }
 
