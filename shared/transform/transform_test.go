@@ -246,6 +246,10 @@ func TestAPNGKinds(t *testing.T) {
 
 func TestAPNGErrors(t *testing.T) {
 	tr := New(Limits{MaxPixels: 1_000_000, MaxFrames: 10}, 1)
+	dot := image.NewNRGBA(image.Rect(0, 0, 1, 1))
+	bomb := testmedia.APNGOf(testmedia.APNGSpec{ // a tiny file claiming 2^40 pixels
+		Width: 1 << 20, Height: 1 << 20, Default: dot, Frames: []testmedia.APNGFrame{{Image: dot}},
+	})
 	for name, tc := range map[string]struct {
 		src  []byte
 		kind variant.Kind
@@ -254,6 +258,7 @@ func TestAPNGErrors(t *testing.T) {
 		"frames":             {testmedia.APNG(16, 16, 11), variant.Emoji, ErrTooLarge},
 		"all frames counted": {testmedia.APNG(400, 400, 8), variant.Avatar, ErrTooLarge},
 		"pixels":             {testmedia.APNG(1001, 1000, 1), variant.Static, ErrTooLarge},
+		"bomb":               {bomb, variant.Static, ErrTooLarge},
 		"truncated":          {testmedia.Truncate(testmedia.APNG(64, 64, 3), 2000), variant.Emoji, ErrUndecodable},
 		"truncated static":   {testmedia.Truncate(testmedia.APNG(64, 64, 3), 2000), variant.Static, ErrUndecodable},
 		"bad CRC":            {badCRC(testmedia.APNG(64, 64, 3)), variant.Emoji, ErrUndecodable},
