@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,7 +106,7 @@ func TestCompose(t *testing.T) {
 		t.Errorf("config %+v, want %+v", cfg, want)
 	}
 	wantDelays := []time.Duration{50 * time.Millisecond, time.Second / 3, 0, 2 * time.Second, 10 * time.Millisecond}
-	if len(imgs) != 5 || !equalDurations(delays, wantDelays) {
+	if len(imgs) != 5 || !slices.Equal(delays, wantDelays) {
 		t.Fatalf("%d frames, delays %v; want 5, %v", len(imgs), delays, wantDelays)
 	}
 	redOverBlue := color.NRGBA{128, 0, 127, 255}
@@ -139,18 +140,6 @@ func TestCompose(t *testing.T) {
 			t.Errorf("frame %d at %d,%d: %v, want %v (%s)", c.frame, c.x, c.y, got, c.want, c.why)
 		}
 	}
-}
-
-func equalDurations(a, b []time.Duration) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestFirstFramePreviousActsAsBackground(t *testing.T) {
@@ -214,7 +203,7 @@ func TestOpsFixture(t *testing.T) {
 		t.Errorf("config %+v, want %+v", cfg, want)
 	}
 	want := []time.Duration{50 * time.Millisecond, 50 * time.Millisecond, 70 * time.Millisecond, 0}
-	if len(imgs) != 4 || !equalDurations(delays, want) {
+	if len(imgs) != 4 || !slices.Equal(delays, want) {
 		t.Errorf("%d frames, delays %v; want 4, %v", len(imgs), delays, want)
 	}
 }
