@@ -287,7 +287,7 @@ func TestVariants(t *testing.T) {
 		{name: "emoji animated gif", src: testmedia.GIF(256, 256, 12), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 128, h: 128, frames: 12},
 		{name: "emoji animated webp", src: webpFixture(t, testmedia.GIF(200, 100, 6), true), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 200, h: 100, frames: 6},
 		{name: "emoji static of animated gif", src: testmedia.GIF(256, 256, 12), flags: "emoji=1&static=1", mime: "image/webp", loader: "webpload_buffer", w: 128, h: 128, frames: 1},
-		{name: "emoji apng first frame", src: testmedia.APNG(200, 150, 6), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},
+		{name: "emoji apng animated", src: testmedia.APNG(200, 150, 6), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 6},
 		{name: "emoji exif 6 rotated", src: testmedia.JPEGWithOrientation(640, 480, 6), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 96, h: 128, frames: 1},
 		{name: "emoji exif 8 rotated", src: testmedia.JPEGWithOrientation(640, 480, 8), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 96, h: 128, frames: 1},
 		{name: "emoji cmyk jpeg", src: testmedia.CMYKJPEG(320, 240), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},

@@ -22,6 +22,7 @@ var fixtures = map[string]func() []byte{
 	"png-flat":           lazy(func() []byte { return FlatPNG(256, 256, color.NRGBA{0x86, 0xb3, 0x00, 0xff}) }),
 	"png-transparent":    lazy(func() []byte { return TransparentPNG(256, 256) }),
 	"apng":               lazy(func() []byte { return APNG(200, 150, 6) }),
+	"apng-ops":           lazy(APNGOps),
 	"gif-animated":       lazy(func() []byte { return GIF(160, 120, 8) }),
 	"gif-static":         lazy(func() []byte { return GIFStatic(160, 120) }),
 	"jpeg":               defaultJPEG,

@@ -63,29 +63,101 @@ func APNG(w, h, frames int) []byte {
 	if frames < 1 {
 		panic(fmt.Sprintf("testmedia: APNG needs at least one frame, got %d", frames))
 	}
+	s := APNGSpec{Width: w, Height: h}
+	for i := range frames {
+		s.Frames = append(s.Frames, APNGFrame{
+			Image:    paint(w, h, style{alpha: true, noise: 4, frame: i}),
+			DelayNum: uint16(1 + i%3),
+			DelayDen: 10, // tenths of a second
+		})
+	}
+	return APNGOf(s)
+}
+
+// APNG dispose_op and blend_op values.
+const (
+	APNGDisposeNone       = 0 // leave the frame on the canvas
+	APNGDisposeBackground = 1 // clear its region to transparent black
+	APNGDisposePrevious   = 2 // restore its region as it was before the frame
+	APNGBlendSource       = 0 // the frame replaces its region
+	APNGBlendOver         = 1 // the frame is alpha-composited onto it
+)
+
+// APNGFrame is one animation frame for [APNGOf].
+type APNGFrame struct {
+	// Image holds the frame's pixels; its size is the frame's size. An
+	// *image.NRGBA is written as 8-bit RGBA; other types are encoded by
+	// image/png (palette, grey, 16-bit, ...), and then every image of the
+	// file must encode with the same colour type, depth and palette.
+	Image image.Image
+	// X and Y place the frame on the canvas.
+	X, Y int
+	// The frame shows for DelayNum/DelayDen seconds; DelayDen 0 means 100.
+	DelayNum, DelayDen uint16
+	Dispose, Blend     byte
+}
+
+// APNGSpec describes an APNG for [APNGOf].
+type APNGSpec struct {
+	Width, Height int
+	// Plays is num_plays: how often the animation runs, 0 for forever.
+	Plays int
+	// Default, when set, is written as the IDAT image before the first
+	// fcTL: what decoders without APNG support show, not part of the
+	// animation. When nil, frame 0 is the IDAT image (it must then cover
+	// the canvas).
+	Default image.Image
+	Frames  []APNGFrame
+}
+
+// APNGOf builds the APNG s describes, chunk by chunk as written, without
+// checking that it is valid: tests use it for broken files too.
+func APNGOf(s APNGSpec) []byte {
+	checkSize(s.Width, s.Height)
+	if len(s.Frames) == 0 {
+		panic("testmedia: APNGOf needs at least one frame")
+	}
+	first := s.Default
+	if first == nil {
+		first = s.Frames[0].Image
+	}
+	format, pre, _ := encodeFrame(first)
+
 	var b bytes.Buffer
 	b.WriteString(pngSignature)
-	writeChunk(&b, "IHDR", ihdr(w, h, 8, 6))
-	actl := binary.BigEndian.AppendUint32(nil, uint32(frames))
-	actl = binary.BigEndian.AppendUint32(actl, 0) // num_plays 0: forever
+	hdr := binary.BigEndian.AppendUint32(nil, uint32(s.Width))
+	hdr = binary.BigEndian.AppendUint32(hdr, uint32(s.Height))
+	writeChunk(&b, "IHDR", append(hdr, format...))
+	actl := binary.BigEndian.AppendUint32(nil, uint32(len(s.Frames)))
+	actl = binary.BigEndian.AppendUint32(actl, uint32(s.Plays))
 	writeChunk(&b, "acTL", actl)
+	for _, c := range pre {
+		writeChunk(&b, c.typ, c.data)
+	}
+	if s.Default != nil {
+		_, _, data := encodeFrame(s.Default)
+		writeChunk(&b, "IDAT", data)
+	}
 
 	// fcTL and fdAT share one sequence counter, starting at 0.
 	var seq uint32
-	for i := range frames {
-		fctl := make([]byte, 26)
-		binary.BigEndian.PutUint32(fctl[0:], seq)
-		binary.BigEndian.PutUint32(fctl[4:], uint32(w))
-		binary.BigEndian.PutUint32(fctl[8:], uint32(h))
-		// x/y offsets 0.
-		binary.BigEndian.PutUint16(fctl[20:], uint16(1+i%3)) // delay_num
-		binary.BigEndian.PutUint16(fctl[22:], 10)            // delay_den: tenths
-		fctl[24], fctl[25] = 0, 0                            // dispose NONE, blend SOURCE
+	for i, f := range s.Frames {
+		fmtI, preI, data := encodeFrame(f.Image)
+		if !bytes.Equal(fmtI, format) || !samePre(preI, pre) {
+			panic(fmt.Sprintf("testmedia: APNG frame %d encodes unlike the first image", i))
+		}
+		r := f.Image.Bounds()
+		fctl := binary.BigEndian.AppendUint32(nil, seq)
+		fctl = binary.BigEndian.AppendUint32(fctl, uint32(r.Dx()))
+		fctl = binary.BigEndian.AppendUint32(fctl, uint32(r.Dy()))
+		fctl = binary.BigEndian.AppendUint32(fctl, uint32(f.X))
+		fctl = binary.BigEndian.AppendUint32(fctl, uint32(f.Y))
+		fctl = binary.BigEndian.AppendUint16(fctl, f.DelayNum)
+		fctl = binary.BigEndian.AppendUint16(fctl, f.DelayDen)
+		fctl = append(fctl, f.Dispose, f.Blend)
 		writeChunk(&b, "fcTL", fctl)
 		seq++
-
-		data := zlibNRGBA(paint(w, h, style{alpha: true, noise: 4, frame: i}))
-		if i == 0 {
+		if i == 0 && s.Default == nil {
 			writeChunk(&b, "IDAT", data)
 			continue
 		}
@@ -94,6 +166,70 @@ func APNG(w, h, frames int) []byte {
 	}
 	writeChunk(&b, "IEND", nil)
 	return b.Bytes()
+}
+
+type chunk struct {
+	typ  string
+	data []byte
+}
+
+func samePre(a, b []chunk) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].typ != b[i].typ || !bytes.Equal(a[i].data, b[i].data) {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeFrame returns an image's IHDR fields after width and height (depth,
+// colour type, compression, filter, interlace), the PLTE and tRNS chunks it
+// needs, and its zlib-compressed scanlines.
+func encodeFrame(img image.Image) (format []byte, pre []chunk, data []byte) {
+	if n, ok := img.(*image.NRGBA); ok {
+		return []byte{8, 6, 0, 0, 0}, nil, zlibNRGBA(n)
+	}
+	p := encodePNG(img)[len(pngSignature):]
+	var idat bytes.Buffer
+	for len(p) >= 12 {
+		n := binary.BigEndian.Uint32(p)
+		typ, body := string(p[4:8]), p[8:8+n]
+		switch typ {
+		case "IHDR":
+			format = bytes.Clone(body[8:13])
+		case "PLTE", "tRNS":
+			pre = append(pre, chunk{typ, bytes.Clone(body)})
+		case "IDAT":
+			idat.Write(body)
+		}
+		p = p[12+n:]
+	}
+	return format, pre, idat.Bytes()
+}
+
+// APNGOps returns a 64×48 APNG that uses every feature a decoder must get
+// right: a default image that is not part of the animation, sub-frames at
+// offsets, each dispose and blend operation, translucent pixels, delays with
+// delay_den 0 (hundredths) and 3 plays. Frames are painted scenes, not
+// flat colours, so compression behaves as on real content.
+func APNGOps() []byte {
+	const w, h = 64, 48
+	sub := func(frame, fw, fh int) *image.NRGBA {
+		return paint(fw, fh, style{alpha: true, noise: 4, frame: frame})
+	}
+	return APNGOf(APNGSpec{
+		Width: w, Height: h, Plays: 3,
+		Default: paint(w, h, style{noise: 4, frame: 9}),
+		Frames: []APNGFrame{
+			{Image: sub(0, w, h), DelayNum: 5, DelayDen: 0, Dispose: APNGDisposeNone, Blend: APNGBlendSource},
+			{Image: sub(1, 24, 16), X: 8, Y: 4, DelayNum: 1, DelayDen: 20, Dispose: APNGDisposeBackground, Blend: APNGBlendOver},
+			{Image: sub(2, 32, 20), X: 30, Y: 26, DelayNum: 7, DelayDen: 0, Dispose: APNGDisposePrevious, Blend: APNGBlendOver},
+			{Image: sub(3, 16, 16), X: 40, Y: 30, DelayNum: 0, DelayDen: 0, Dispose: APNGDisposeNone, Blend: APNGBlendSource},
+		},
+	})
 }
 
 // PNGBomb returns a PNG whose IHDR declares w×h 1-bit greyscale pixels and

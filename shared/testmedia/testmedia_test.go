@@ -271,6 +271,70 @@ func TestAPNG(t *testing.T) {
 	}
 }
 
+func TestAPNGOps(t *testing.T) {
+	t.Parallel()
+	chunks := parsePNG(t, APNGOps())
+	var (
+		types          []string
+		seq            uint32
+		dispose, blend = map[byte]bool{}, map[byte]bool{}
+		offset, den0   bool
+	)
+	for _, c := range chunks {
+		types = append(types, c.typ)
+		switch c.typ {
+		case "acTL":
+			if plays := binary.BigEndian.Uint32(c.data[4:]); plays != 3 {
+				t.Errorf("num_plays %d, want 3", plays)
+			}
+		case "fcTL", "fdAT":
+			if got := binary.BigEndian.Uint32(c.data); got != seq {
+				t.Errorf("%s sequence %d, want %d", c.typ, got, seq)
+			}
+			seq++
+			if c.typ == "fcTL" {
+				offset = offset || binary.BigEndian.Uint32(c.data[12:]) > 0 && binary.BigEndian.Uint32(c.data[16:]) > 0
+				den0 = den0 || binary.BigEndian.Uint16(c.data[22:]) == 0
+				dispose[c.data[24]], blend[c.data[25]] = true, true
+			}
+		}
+	}
+	want := "IHDR acTL IDAT fcTL fdAT fcTL fdAT fcTL fdAT fcTL fdAT IEND"
+	if got := strings.Join(types, " "); got != want {
+		t.Errorf("chunks %s, want %s (default image before the first fcTL)", got, want)
+	}
+	if len(dispose) != 3 || len(blend) != 2 || !offset || !den0 {
+		t.Errorf("dispose ops %v, blend ops %v, offset frame %v, delay_den 0 %v: want all", dispose, blend, offset, den0)
+	}
+}
+
+func TestAPNGOfPalette(t *testing.T) {
+	t.Parallel()
+	pal := color.Palette{color.NRGBA{0, 0, 0, 0}, color.NRGBA{255, 0, 0, 255}, color.NRGBA{0, 0, 255, 128}}
+	frame := func(i uint8) *image.Paletted {
+		img := image.NewPaletted(image.Rect(0, 0, 8, 4), pal)
+		for j := range img.Pix {
+			img.Pix[j] = (uint8(j) + i) % 3
+		}
+		return img
+	}
+	b := APNGOf(APNGSpec{Width: 8, Height: 4, Frames: []APNGFrame{{Image: frame(0)}, {Image: frame(1)}}})
+	var types []string
+	for _, c := range parsePNG(t, b) {
+		types = append(types, c.typ)
+	}
+	if got := strings.Join(types, " "); got != "IHDR acTL PLTE tRNS fcTL IDAT fcTL fdAT IEND" {
+		t.Errorf("chunks %s", got)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := img.(*image.Paletted).Pix; !bytes.Equal(got, frame(0).Pix) {
+		t.Errorf("default image %v, want frame 0", got)
+	}
+}
+
 func TestGIF(t *testing.T) {
 	t.Parallel()
 	const w, h, frames = 48, 32, 7
@@ -935,7 +999,7 @@ func TestAll(t *testing.T) {
 		}
 	}
 	for _, name := range []string{
-		"png", "png16", "apng", "gif-animated", "gif-static", "jpeg", "jpeg-exif6", "cmyk-jpeg",
+		"png", "png16", "apng", "apng-ops", "gif-animated", "gif-static", "jpeg", "jpeg-exif6", "cmyk-jpeg",
 		"bmp", "ico", "svg", "svg-script", "wav", "mp4", "webm", "ogg", "mp3", "flac", "m4a",
 		"html", "pdf", "empty", "truncated-png", "truncated-jpeg", "png-bomb", "jpeg-bomb",
 		"gif-many-frames", "polyglot",

@@ -1,7 +1,8 @@
 // Package transform turns a fetched image into the variant Misskey asked for:
 // resized WebP (animation kept where asked), a static first frame, or a
 // badge mask. Every decode goes through libvips except BMP and ICO, which are
-// decoded in Go so libvips' untrusted loaders stay blocked.
+// decoded in Go so libvips' untrusted loaders stay blocked, and APNG, which
+// libvips cannot animate (its PNG loader sees the default image only).
 package transform
 
 import (
@@ -90,6 +91,11 @@ func (t *Transformer) Apply(ctx context.Context, src []byte, typ sniff.Type, k v
 		return nil, ErrNotConvertible
 	}
 	mime := typ.MIME
+	// The sniffed head can end before an APNG's acTL chunk (after large
+	// metadata); the whole file settles it.
+	if mime == "image/png" && sniff.Detect(src).MIME == "image/apng" {
+		mime = "image/apng"
+	}
 	select {
 	case t.slots <- struct{}{}:
 		defer func() { <-t.slots }()
@@ -102,8 +108,7 @@ func (t *Transformer) Apply(ctx context.Context, src []byte, typ sniff.Type, k v
 		Height: box.Height,
 		// Vector art is rendered at the size the variant needs; a badge
 		// is always 96x96.
-		Enlarge: mime == "image/svg+xml" && k != variant.Original || k == variant.Badge,
-		// libvips' PNG loader sees only an APNG's first frame.
+		Enlarge:  mime == "image/svg+xml" && k != variant.Original || k == variant.Badge,
 		AllPages: box.Animated && (mime == "image/gif" || mime == "image/webp"),
 		FailOn:   vips.FailOnTruncated,
 	}
@@ -116,6 +121,8 @@ func (t *Transformer) Apply(ctx context.Context, src []byte, typ sniff.Type, k v
 	switch mime {
 	case "image/bmp", "image/x-icon":
 		im, err = t.thumbnailGo(src, mime, fit)
+	case "image/apng":
+		im, err = t.thumbnailAPNG(ctx, src, fit, box.Animated)
 	default:
 		im, err = t.thumbnail(src, mime, fit)
 	}
@@ -210,8 +217,13 @@ func (t *Transformer) thumbnailGo(src []byte, mime string, fit vips.Fit) (*vips.
 		nrgba = image.NewNRGBA(img.Bounds())
 		draw.Draw(nrgba, nrgba.Bounds(), img, img.Bounds().Min, draw.Src)
 	}
-	b := nrgba.Bounds()
-	full, err := vips.FromRGBA(nrgba.Pix, b.Dx(), b.Dy())
+	return thumbnailNRGBA(nrgba, fit)
+}
+
+// thumbnailNRGBA hands a whole image decoded in Go to libvips and resizes it.
+func thumbnailNRGBA(img *image.NRGBA, fit vips.Fit) (*vips.Image, error) {
+	b := img.Bounds()
+	full, err := vips.FromRGBA(img.Pix, b.Dx(), b.Dy())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}

@@ -42,6 +42,7 @@ var (
 	benchGIF60    = benchInput("anim.gif", func() []byte { return testmedia.GIF(256, 256, 60) })
 	benchJPEG1MB  = benchInput("photo.jpg", func() []byte { return testmedia.JPEGSize(1 << 20) })
 	benchPNGPhoto = sync.OnceValue(func() []byte { return testmedia.PNGOpaque(1920, 1080) })
+	benchAPNG60   = sync.OnceValue(func() []byte { return testmedia.APNG(256, 256, 60) })
 )
 
 func benchInput(name string, generate func() []byte) func() []byte {
@@ -72,6 +73,9 @@ var inProcessCases = []benchCase{
 var variantCases = []benchCase{
 	{"static-jpeg1mb", benchJPEG1MB, variant.Static},
 	{"static-gif256x60", benchGIF60, variant.EmojiStatic},
+	// APNG is decoded in Go; compare with c-emoji-gif256x60.
+	{"emoji-apng256x60", benchAPNG60, variant.Emoji},
+	{"static-apng256x60", benchAPNG60, variant.EmojiStatic},
 	{"preview-jpeg1mb", benchJPEG1MB, variant.Preview},
 	{"preview-png1920x1080", benchPNGPhoto, variant.Preview},
 	{"badge-png512", benchPNG512, variant.Badge},

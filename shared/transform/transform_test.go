@@ -1,9 +1,16 @@
 package transform
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
+	"image"
+	"image/color"
+	"math"
 	"testing"
+	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
@@ -99,6 +106,219 @@ func TestJPEGShrink(t *testing.T) {
 	} {
 		if got := jpegShrink(tt.w, tt.h, tt.orientation, tt.fit); got != tt.want {
 			t.Errorf("%dx%d orientation %d in %dx%d: shrink %d, want %d", tt.w, tt.h, tt.orientation, tt.fit.Width, tt.fit.Height, got, tt.want)
+		}
+	}
+}
+
+// webpInfo reads an output back: size, frames, delays, loop, and the
+// colour in the middle of each frame.
+type webpInfo struct {
+	w, h, frames, loop int
+	delays             []int
+	middles            [][4]byte
+}
+
+func readWebP(t *testing.T, b []byte) webpInfo {
+	t.Helper()
+	h, err := vips.Header(b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if h.Loader() != "webpload_buffer" {
+		t.Fatalf("output loaded by %s", h.Loader())
+	}
+	info := webpInfo{w: h.Width(), h: h.PageHeight(), frames: h.Pages(), loop: h.Loop(), delays: h.Delays()}
+	pix, err := h.RGBA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range info.frames {
+		o := ((i*info.h+info.h/2)*info.w + info.w/2) * 4
+		info.middles = append(info.middles, [4]byte(pix[o:o+4]))
+	}
+	return info
+}
+
+func near(a, b [4]byte) bool {
+	for i := range a {
+		if d := int(a[i]) - int(b[i]); d < -10 || d > 10 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestAPNGEmojiKeepsEveryFrame(t *testing.T) {
+	tr := New(DefaultLimits, 1)
+	out, err := apply(t, tr, testmedia.APNG(256, 256, 60), variant.Emoji)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.MIME != "image/webp" || out.Width != 128 || out.Height != 128 || out.Frames != 60 {
+		t.Errorf("output %s %dx%d x %d frames, want image/webp 128x128 x 60", out.MIME, out.Width, out.Height, out.Frames)
+	}
+	info := readWebP(t, out.Data)
+	if info.w != 128 || info.h != 128 || info.frames != 60 || info.loop != 0 {
+		t.Errorf("WebP %dx%d x %d frames, loop %d; want 128x128 x 60, loop 0", info.w, info.h, info.frames, info.loop)
+	}
+	if len(info.delays) != 60 {
+		t.Fatalf("%d delays", len(info.delays))
+	}
+	for i, d := range info.delays {
+		if want := 100 * (1 + i%3); d != want { // testmedia.APNG: (1+i%3)/10 s
+			t.Errorf("frame %d delay %d ms, want %d", i, d, want)
+		}
+	}
+}
+
+func TestAPNGTimingAndLoop(t *testing.T) {
+	tr := New(DefaultLimits, 1)
+	out, err := apply(t, tr, testmedia.APNGOps(), variant.Avatar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := readWebP(t, out.Data)
+	// 64x48 is within the box and never enlarged. The ops fixture's last
+	// delay is 0, which WebP encoders raise as browsers do; the others
+	// (delay_den 0 means hundredths) are kept.
+	if info.w != 64 || info.h != 48 || info.frames != 4 || info.loop != 3 {
+		t.Errorf("WebP %dx%d x %d frames, loop %d; want 64x48 x 4, loop 3", info.w, info.h, info.frames, info.loop)
+	}
+	if d := info.delays; len(d) != 4 || d[0] != 50 || d[1] != 50 || d[2] != 70 {
+		t.Errorf("delays %v, want [50 50 70 ...]", d)
+	}
+}
+
+// Every kind shows the animation, not a default image that is not part
+// of it, and only animated kinds keep more than one frame.
+func TestAPNGKinds(t *testing.T) {
+	solid := func(c color.NRGBA) *image.NRGBA {
+		img := image.NewNRGBA(image.Rect(0, 0, 400, 300))
+		for i := 0; i < len(img.Pix); i += 4 {
+			img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = c.R, c.G, c.B, c.A
+		}
+		return img
+	}
+	src := testmedia.APNGOf(testmedia.APNGSpec{
+		Width: 400, Height: 300,
+		Default: solid(color.NRGBA{0, 255, 0, 255}),
+		Frames: []testmedia.APNGFrame{
+			{Image: solid(color.NRGBA{0, 0, 255, 255}), DelayNum: 1, DelayDen: 4},
+			{Image: solid(color.NRGBA{255, 0, 0, 255}), DelayNum: 1, DelayDen: 4},
+		},
+	})
+	blue, red := [4]byte{0, 0, 255, 255}, [4]byte{255, 0, 0, 255}
+	tr := New(DefaultLimits, 1)
+	for _, c := range []struct {
+		kind   variant.Kind
+		w, h   int
+		middle [][4]byte
+	}{
+		{variant.Emoji, 171, 128, [][4]byte{blue, red}},
+		{variant.Avatar, 400, 300, [][4]byte{blue, red}}, // never enlarged
+		{variant.EmojiStatic, 171, 128, [][4]byte{blue}},
+		{variant.AvatarStatic, 400, 300, [][4]byte{blue}},
+		{variant.Static, 400, 300, [][4]byte{blue}},
+		{variant.Preview, 200, 150, [][4]byte{blue}},
+	} {
+		out, err := apply(t, tr, src, c.kind)
+		if err != nil {
+			t.Errorf("%s: %v", c.kind, err)
+			continue
+		}
+		info := readWebP(t, out.Data)
+		if info.w != c.w || info.h != c.h || info.frames != len(c.middle) || out.Frames != len(c.middle) {
+			t.Errorf("%s: %dx%d x %d frames, want %dx%d x %d", c.kind, info.w, info.h, info.frames, c.w, c.h, len(c.middle))
+			continue
+		}
+		for i, want := range c.middle {
+			if !near(info.middles[i], want) {
+				t.Errorf("%s: frame %d shows %v, want about %v", c.kind, i, info.middles[i], want)
+			}
+		}
+	}
+	out, err := apply(t, tr, src, variant.Badge)
+	if err != nil || out.MIME != "image/png" || out.Width != 96 || out.Frames != 1 {
+		t.Errorf("badge: %v", err)
+	}
+}
+
+func TestAPNGErrors(t *testing.T) {
+	tr := New(Limits{MaxPixels: 1_000_000, MaxFrames: 10}, 1)
+	dot := image.NewNRGBA(image.Rect(0, 0, 1, 1))
+	bomb := testmedia.APNGOf(testmedia.APNGSpec{ // a tiny file claiming 2^40 pixels
+		Width: 1 << 20, Height: 1 << 20, Default: dot, Frames: []testmedia.APNGFrame{{Image: dot}},
+	})
+	for name, tc := range map[string]struct {
+		src  []byte
+		kind variant.Kind
+		want error
+	}{
+		"frames":             {testmedia.APNG(16, 16, 11), variant.Emoji, ErrTooLarge},
+		"all frames counted": {testmedia.APNG(400, 400, 8), variant.Avatar, ErrTooLarge},
+		"pixels":             {testmedia.APNG(1001, 1000, 1), variant.Static, ErrTooLarge},
+		"bomb":               {bomb, variant.Static, ErrTooLarge},
+		"truncated":          {testmedia.Truncate(testmedia.APNG(64, 64, 3), 2000), variant.Emoji, ErrUndecodable},
+		"truncated static":   {testmedia.Truncate(testmedia.APNG(64, 64, 3), 2000), variant.Static, ErrUndecodable},
+		"bad CRC":            {badCRC(testmedia.APNG(64, 64, 3)), variant.Emoji, ErrUndecodable},
+	} {
+		typ := sniff.Detect(tc.src)
+		if typ.MIME != "image/apng" {
+			t.Fatalf("%s: sniffed as %s", name, typ.MIME)
+		}
+		if _, err := tr.Apply(context.Background(), tc.src, typ, tc.kind); !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", name, err, tc.want)
+		}
+	}
+	// Static decodes only the first frame, so only it counts.
+	out, err := apply(t, tr, testmedia.APNG(400, 400, 8), variant.Static)
+	if err != nil || out.Frames != 1 {
+		t.Errorf("static of a long APNG: %v", err)
+	}
+}
+
+// An acTL past the sniffed head still makes the file an APNG.
+func TestAPNGWithLargeMetadata(t *testing.T) {
+	b := testmedia.APNG(64, 64, 3)
+	text := append([]byte("Comment\x00"), bytes.Repeat([]byte("x"), sniff.HeadSize)...)
+	var c bytes.Buffer
+	c.Write(binary.BigEndian.AppendUint32(nil, uint32(len(text))))
+	c.WriteString("tEXt")
+	c.Write(text)
+	c.Write(binary.BigEndian.AppendUint32(nil, crc32.ChecksumIEEE(append([]byte("tEXt"), text...))))
+	const afterIHDR = 8 + 25
+	src := append(append(bytes.Clone(b[:afterIHDR]), c.Bytes()...), b[afterIHDR:]...)
+	typ := sniff.Detect(src[:sniff.HeadSize])
+	if typ.MIME != "image/png" {
+		t.Fatalf("head sniffed as %s", typ.MIME)
+	}
+	out, err := New(DefaultLimits, 1).Apply(context.Background(), src, typ, variant.Emoji)
+	if err != nil || out.Frames != 3 {
+		t.Errorf("emoji: %v, want 3 frames", err)
+	}
+}
+
+// badCRC flips a bit in the last chunk before IEND.
+func badCRC(b []byte) []byte {
+	b = bytes.Clone(b)
+	b[len(b)-20] ^= 1
+	return b
+}
+
+func TestWebPDelay(t *testing.T) {
+	for _, c := range []struct {
+		d      time.Duration
+		frames int
+		want   int
+	}{
+		{time.Second / 3, 1, 333},
+		{1500 * time.Microsecond, 1, 2},
+		{65535 * time.Second, 1, maxWebPDelay},
+		{65535 * time.Second, 1000, math.MaxInt32 / 1000},
+	} {
+		if got := webpDelay(c.d, c.frames); got != c.want {
+			t.Errorf("webpDelay(%v, %d) = %d, want %d", c.d, c.frames, got, c.want)
 		}
 	}
 }

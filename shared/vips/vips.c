@@ -101,6 +101,47 @@ VipsImage *mp_from_rgba(const void *pix, size_t len, int width, int height) {
 	return im;
 }
 
+// mp_from_rgba_frames copies frames of packed RGBA stacked top to bottom
+// into one image that savers treat as an animation.
+VipsImage *mp_from_rgba_frames(const void *pix, size_t len, int width, int page_height, int pages, int *delays, int loop) {
+	VipsImage *im = mp_from_rgba(pix, len, width, page_height * pages);
+	if (!im)
+		return NULL;
+	vips_image_set_int(im, VIPS_META_PAGE_HEIGHT, page_height);
+	vips_image_set_int(im, VIPS_META_N_PAGES, pages);
+	vips_image_set_array_int(im, "delay", delays, pages);
+	vips_image_set_int(im, "loop", loop);
+	return im;
+}
+
+// mp_to_rgba renders an image as packed 8-bit sRGB with alpha.
+int mp_to_rgba(VipsImage *in, void **buf, size_t *len) {
+	VipsObject *scope = VIPS_OBJECT(vips_image_new());
+	VipsImage **t = (VipsImage **) vips_object_local_array(scope, 3);
+	VipsImage *x;
+
+	*buf = NULL;
+	if (vips_colourspace(in, &t[0], VIPS_INTERPRETATION_sRGB, NULL))
+		goto done;
+	x = t[0];
+	if (!vips_image_hasalpha(x)) {
+		if (vips_bandjoin_const1(x, &t[1], 255, NULL))
+			goto done;
+		x = t[1];
+	}
+	if (vips_cast_uchar(x, &t[2], NULL))
+		goto done;
+	x = t[2];
+	if (x->Bands != 4) {
+		vips_error("mp_to_rgba", "%d bands, want 4", x->Bands);
+		goto done;
+	}
+	*buf = vips_image_write_to_memory(x, len);
+done:
+	g_object_unref(scope);
+	return *buf ? 0 : -1;
+}
+
 int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort) {
 	return vips_webpsave_buffer(in, buf, len,
 		"Q", quality,

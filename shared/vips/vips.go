@@ -208,6 +208,41 @@ func FromRGBA(pix []byte, width, height int) (*Image, error) {
 	return newImage(out, nil), nil
 }
 
+// FromRGBAFrames copies an animation into a new image: len(delays) frames
+// of 8-bit RGBA, each width x pageHeight, stacked top to bottom. delays
+// are in milliseconds and loop is the play count (0 = forever), which
+// WebP keeps.
+func FromRGBAFrames(pix []byte, width, pageHeight int, delays []int, loop int) (*Image, error) {
+	if err := Start(Options{}); err != nil {
+		return nil, err
+	}
+	pages := len(delays)
+	if width <= 0 || pageHeight <= 0 || pages == 0 || len(pix) < width*pageHeight*pages*4 {
+		return nil, &Error{Op: "from rgba frames", Detail: "bad dimensions"}
+	}
+	cdelays := make([]C.int, pages)
+	for i, d := range delays {
+		cdelays[i] = C.int(d)
+	}
+	out := C.mp_from_rgba_frames(unsafe.Pointer(&pix[0]), C.size_t(width*pageHeight*pages*4),
+		C.int(width), C.int(pageHeight), C.int(pages), &cdelays[0], C.int(loop))
+	if out == nil {
+		return nil, opError("from rgba frames")
+	}
+	return newImage(out, nil), nil
+}
+
+// RGBA renders the image as packed 8-bit sRGB with alpha (opaque images
+// get alpha 255), every page stacked.
+func (im *Image) RGBA() ([]byte, error) {
+	var p unsafe.Pointer
+	var n C.size_t
+	if C.mp_to_rgba(im.c, &p, &n) != 0 {
+		return nil, opError("to rgba")
+	}
+	return takeBuffer(p, n), nil
+}
+
 // Thumbnail resizes an image already in memory to fit the box.
 func (im *Image) Thumbnail(f Fit) (*Image, error) {
 	var out *C.VipsImage

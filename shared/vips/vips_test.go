@@ -121,3 +121,91 @@ func TestFromRGBA(t *testing.T) {
 		t.Error("FromRGBA accepted a short buffer")
 	}
 }
+
+func TestFromRGBAFramesIsAnAnimation(t *testing.T) {
+	const w, ph = 16, 12
+	colours := [][4]byte{{255, 0, 0, 255}, {0, 255, 0, 255}, {0, 0, 255, 128}}
+	var pix []byte
+	for _, c := range colours {
+		for range w * ph {
+			pix = append(pix, c[:]...)
+		}
+	}
+	im, err := FromRGBAFrames(pix, w, ph, []int{50, 333, 1000}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	h, err := Header(webp(t, im), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if h.Width() != w || h.PageHeight() != ph || h.Pages() != 3 || h.Loop() != 3 {
+		t.Errorf("got %dx%d x %d frames, loop %d; want %dx%d x 3, loop 3", h.Width(), h.PageHeight(), h.Pages(), h.Loop(), w, ph)
+	}
+	if d := h.Delays(); len(d) != 3 || d[0] != 50 || d[1] != 333 || d[2] != 1000 {
+		t.Errorf("delays %v, want [50 333 1000]", d)
+	}
+	got, err := h.RGBA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range colours {
+		p := got[(i*ph+ph/2)*w*4+w*2:] // the middle of frame i
+		for j := range 4 {
+			if d := int(p[j]) - int(c[j]); d < -8 || d > 8 {
+				t.Errorf("frame %d: middle pixel %v, want about %v", i, p[:4], c)
+				break
+			}
+		}
+	}
+	if _, err := FromRGBAFrames(pix, w, ph, []int{1, 2, 3, 4}, 0); err == nil {
+		t.Error("FromRGBAFrames accepted fewer pixels than the frames need")
+	}
+}
+
+func TestRGBA(t *testing.T) {
+	pix := make([]byte, 4*10*20)
+	for i := range pix {
+		pix[i] = byte(i * 7)
+	}
+	im, err := FromRGBA(pix, 10, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if got, err := im.RGBA(); err != nil || !bytes.Equal(got, pix) {
+		t.Errorf("RGBA of FromRGBA differs from its input (%v)", err)
+	}
+	th, err := im.Thumbnail(Fit{Width: 5, Height: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.Close()
+	if got, err := th.RGBA(); err != nil || len(got) != 4*th.Width()*th.Height() {
+		t.Errorf("RGBA of a thumbnail: %d bytes, %v", len(got), err)
+	}
+	// A badge is grey and alpha: white, with the mask as alpha.
+	mask, _, err := th.Badge(8, 1.75)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mask.Close()
+	got, err := mask.RGBA()
+	if err != nil || len(got) != 4*8*8 {
+		t.Fatalf("RGBA of a badge: %d bytes, %v", len(got), err)
+	}
+	if !bytes.Equal(got[:3], []byte{255, 255, 255}) {
+		t.Errorf("badge pixel %v, want white", got[:4])
+	}
+	// Opaque images get alpha 255.
+	opaque, err := Thumbnail(testmedia.JPEG(16, 8, 90), Fit{Width: 16, Height: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opaque.Close()
+	if got, err := opaque.RGBA(); err != nil || len(got) != 4*16*8 || got[3] != 255 || got[len(got)-1] != 255 {
+		t.Errorf("RGBA of an opaque image: %d bytes, %v", len(got), err)
+	}
+}
