@@ -196,6 +196,7 @@ var leftToDefaults = map[string]string{
 	"MEDIA_PROXY_MAX_CONVERT_SIZE":         "the code's limits are sized for the default memory",
 	"MEDIA_PROXY_MEMORY_BUDGET":            "defaults to half the memory Lambda gives the function",
 	"MEDIA_PROXY_TRANSFORM_TIMEOUT":        "the defaults fit in the function timeouts (checked below)",
+	"MEDIA_PROXY_SVG_CHILD":                "not a setting: the process sets it for its own SVG renderer child",
 }
 
 // awaitingWiring are variables the stack sets for code that is being

@@ -118,7 +118,7 @@ func NewDecoder(b []byte, lim Limits) (*Decoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lim.check(d.cfg, d.cfg.Frames); err != nil {
+	if err := lim.Check(d.cfg, d.cfg.Frames); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -132,7 +132,7 @@ func DecodeFirst(b []byte, lim Limits) (*image.NRGBA, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lim.check(d.cfg, 1); err != nil {
+	if err := lim.Check(d.cfg, 1); err != nil {
 		return nil, err
 	}
 	f, err := d.Next()
@@ -142,7 +142,9 @@ func DecodeFirst(b []byte, lim Limits) (*image.NRGBA, error) {
 	return f.Image, nil
 }
 
-func (l Limits) check(c Config, frames int) error {
+// Check reports ErrTooLarge when decoding frames frames of c would pass
+// the limits.
+func (l Limits) Check(c Config, frames int) error {
 	if frames > l.MaxFrames {
 		return fmt.Errorf("%w: %d frames", ErrTooLarge, frames)
 	}

@@ -773,3 +773,25 @@ func TestSlowLargeBodyThroughS3(t *testing.T) {
 	}
 	t.Logf("20 MB over 12 s through S3: answered %d after %v, bytes identical", r.status, took.Round(10*time.Millisecond))
 }
+
+// TestSlowSVGStoppedByDeadline: an SVG built to render for minutes holds a
+// decode slot only until MEDIA_PROXY_TRANSFORM_TIMEOUT, is answered 422
+// and remembered like any source over the limits.
+func TestSlowSVGStoppedByDeadline(t *testing.T) {
+	o := newOrigin(t)
+	src := o.add("/slow.svg", testmedia.SVGSlow(20000))
+	p := newProxy(t, map[string]string{"MEDIA_PROXY_TRANSFORM_TIMEOUT": "1s", "MEDIA_PROXY_TRANSFORM_CONCURRENCY": "1"})
+	start := time.Now()
+	checkError(t, get(t, p, src, ""), http.StatusUnprocessableEntity)
+	took := time.Since(start)
+	// The one decode slot is free again at once.
+	checkSuccess(t, get(t, p, o.add("/small.svg", testmedia.SVG(40, 40)), "emoji=1"), "image/webp")
+	checkError(t, get(t, p, src, ""), http.StatusUnprocessableEntity)
+	if n := o.hitCount("/slow.svg"); n != 1 {
+		t.Errorf("fetched %d times, want 1 (remembered)", n)
+	}
+	t.Logf("answered 422 after %v", took.Round(time.Millisecond))
+	if took > 10*time.Second {
+		t.Errorf("the render ran %v past a 1 s limit", took)
+	}
+}

@@ -214,10 +214,11 @@ func newStack(t *testing.T, o stackOptions) *httptest.Server {
 
 // testPipeline is the pipeline service.New builds, on fetcher.
 func testPipeline(fetcher *fetch.Client) *pipeline.Pipeline {
-	return pipeline.New(fetcher, transform.New(transform.DefaultLimits, 2), pipeline.Options{
+	mem := budget.New(budget.Options{Bytes: 1 << 30})
+	return pipeline.New(fetcher, transform.New(transform.DefaultLimits, 2, mem), pipeline.Options{
 		InMemory:       8 << 20,
 		MaxConvertSize: 50 << 20,
-		Budget:         budget.New(budget.Options{Bytes: 1 << 30}),
+		Budget:         mem,
 	})
 }
 

@@ -58,8 +58,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		return nil, err
 	}
 	fetcher := NewFetcher(cfg)
-	tr := transform.New(transform.Limits{MaxPixels: cfg.MaxPixels, MaxFrames: cfg.MaxFrames, Timeout: cfg.TransformTimeout}, cfg.TransformConcurrency)
 	mem := budget.New(budget.Options{Bytes: cfg.MemoryBudget})
+	tr := transform.New(transform.Limits{MaxPixels: cfg.MaxPixels, MaxFrames: cfg.MaxFrames, Timeout: cfg.TransformTimeout}, cfg.TransformConcurrency, mem)
 	// On Lambda nothing larger than the buffered payload limit may be
 	// answered directly; elsewhere any size may.
 	var inline int64

@@ -95,3 +95,17 @@ func SVGExternalRef(url string) []byte {
 </svg>
 `, sys, attr.String())
 }
+
+// SVGSlow returns a 2048×2048 SVG of n large translucent circles: a few
+// kilobytes per hundred circles that take librsvg seconds per thousand to
+// render at full size (about 8 s for 1000 on one core here), for tests of
+// the transform deadline.
+func SVGSlow(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`<svg xmlns="http://www.w3.org/2000/svg" width="2048" height="2048">`)
+	for i := range n {
+		fmt.Fprintf(&b, `<circle cx="%d" cy="%d" r="900" fill="#%06x" opacity="0.5"/>`, (i*37)%2048, (i*91)%2048, i*7919%0xffffff)
+	}
+	b.WriteString(`</svg>`)
+	return b.Bytes()
+}

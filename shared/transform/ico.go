@@ -24,12 +24,28 @@ type icoEntry struct {
 // decodeICO decodes the largest image of an ICO file; maxPixels bounds the
 // pixels it is willing to allocate.
 func decodeICO(b []byte, maxPixels int64) (image.Image, error) {
+	data, w, h, err := largestICO(b)
+	if err != nil {
+		return nil, err
+	}
+	if int64(w)*int64(h) > maxPixels {
+		return nil, ErrTooLarge
+	}
+	if isPNG(data) {
+		return png.Decode(bytes.NewReader(data))
+	}
+	return decodeDIB(data, maxPixels)
+}
+
+// largestICO finds the largest image of an ICO file and its size: from its
+// PNG header, or from the directory for a bitmap entry.
+func largestICO(b []byte) (data []byte, w, h int, err error) {
 	if len(b) < 6 || binary.LittleEndian.Uint16(b[0:]) != 0 || binary.LittleEndian.Uint16(b[2:]) != 1 {
-		return nil, errors.New("ico: bad header")
+		return nil, 0, 0, errors.New("ico: bad header")
 	}
 	n := int(binary.LittleEndian.Uint16(b[4:]))
 	if n == 0 || len(b) < 6+16*n {
-		return nil, errors.New("ico: bad directory")
+		return nil, 0, 0, errors.New("ico: bad directory")
 	}
 	var best icoEntry
 	for i := range n {
@@ -52,20 +68,37 @@ func decodeICO(b []byte, maxPixels int64) (image.Image, error) {
 	}
 	end := uint64(best.offset) + uint64(best.size)
 	if best.size == 0 || end > uint64(len(b)) {
-		return nil, errors.New("ico: entry outside the file")
+		return nil, 0, 0, errors.New("ico: entry outside the file")
 	}
-	data := b[best.offset:end]
-	if bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")) {
+	data = b[best.offset:end]
+	if isPNG(data) {
 		cfg, err := png.DecodeConfig(bytes.NewReader(data))
 		if err != nil {
-			return nil, fmt.Errorf("ico: png entry: %w", err)
+			return nil, 0, 0, fmt.Errorf("ico: png entry: %w", err)
 		}
-		if int64(cfg.Width)*int64(cfg.Height) > maxPixels {
-			return nil, ErrTooLarge
-		}
-		return png.Decode(bytes.NewReader(data))
+		return data, cfg.Width, cfg.Height, nil
 	}
-	return decodeDIB(data, maxPixels)
+	// A bitmap's own header may say more than the directory's byte does
+	// (decodeDIB checks it).
+	if len(data) >= 12 {
+		dw, dh := int(int32(binary.LittleEndian.Uint32(data[4:]))), int(int32(binary.LittleEndian.Uint32(data[8:])))/2
+		if dw > 0 && dh > 0 {
+			return data, max(dw, best.width), max(dh, best.height), nil
+		}
+	}
+	return data, best.width, best.height, nil
+}
+
+func isPNG(b []byte) bool { return bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) }
+
+// goDecodedSize is the size of a BMP or ICO, read from its headers.
+func goDecodedSize(src []byte, mime string) (w, h int64, err error) {
+	if mime == "image/x-icon" {
+		_, iw, ih, err := largestICO(src)
+		return int64(iw), int64(ih), err
+	}
+	cfg, err := bmp.DecodeConfig(bytes.NewReader(src))
+	return int64(cfg.Width), int64(cfg.Height), err
 }
 
 // decodeDIB decodes an ICO's BMP entry. 32-bit entries carry real alpha,

@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/image/bmp"
 
+	"github.com/misskey-lambda/media-proxy/shared/apng"
+	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
@@ -31,6 +33,8 @@ var (
 	ErrTooLarge = errors.New("transform: image is over the pixel or frame limit")
 	// ErrNoEntropy: a badge mask with almost no information (404).
 	ErrNoEntropy = errors.New("transform: badge mask has no information")
+	// ErrTooSlow: over the time limit (422); the decode was stopped.
+	ErrTooSlow = errors.New("transform: image is over the time limit")
 )
 
 // Limits bound what a decode may cost.
@@ -67,34 +71,69 @@ type Output struct {
 }
 
 // Transformer runs transforms with at most a fixed number decoding at once,
-// which bounds memory under a burst of large images.
+// which bounds CPU and memory under a burst of large images, each within
+// the memory it was granted and the time limit.
 type Transformer struct {
 	limits Limits
 	slots  chan struct{}
+	mem    *budget.Budget
 }
 
-// New returns a Transformer; concurrency below 1 means 1.
-func New(limits Limits, concurrency int) *Transformer {
+// New returns a Transformer; concurrency below 1 means 1. Decodes take
+// their estimated memory from mem (nil: not accounted).
+func New(limits Limits, concurrency int, mem *budget.Budget) *Transformer {
 	if limits.MaxPixels <= 0 {
 		limits.MaxPixels = DefaultLimits.MaxPixels
 	}
 	if limits.MaxFrames <= 0 {
 		limits.MaxFrames = DefaultLimits.MaxFrames
 	}
-	return &Transformer{limits: limits, slots: make(chan struct{}, max(1, concurrency))}
+	return &Transformer{limits: limits, slots: make(chan struct{}, max(1, concurrency)), mem: mem}
+}
+
+// plan is what the headers say about a transform, read before any pixel
+// is decoded and before a decode slot is taken.
+type plan struct {
+	src  []byte
+	mime string
+	kind variant.Kind
+	fit  vips.Fit
+	// memory is what the decode and encode are expected to hold.
+	memory int64
 }
 
 // Apply produces kind k of src, whose sniffed type is typ. For Original it
-// rasterises SVG; other types have no Original transform.
+// rasterises SVG; other types have no Original transform. The limits are
+// checked from the headers first; the decode then waits for its memory and
+// a slot, and stops at the time limit (ErrTooSlow).
 func (t *Transformer) Apply(ctx context.Context, src []byte, typ sniff.Type, k variant.Kind) (*Output, error) {
 	if !typ.Convertible() || (k == variant.Original && !typ.IsSVG()) {
 		return nil, ErrNotConvertible
 	}
-	mime := typ.MIME
-	// The sniffed head can end before an APNG's acTL chunk (after large
-	// metadata); the whole file settles it.
-	if mime == "image/png" && sniff.Detect(src).MIME == "image/apng" {
-		mime = "image/apng"
+	tctx := ctx
+	if t.limits.Timeout > 0 {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithTimeout(ctx, t.limits.Timeout)
+		defer cancel()
+	}
+	out, err := t.apply(tctx, src, typ, k)
+	if err != nil && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+		return nil, fmt.Errorf("%w: %v", ErrTooSlow, t.limits.Timeout)
+	}
+	return out, err
+}
+
+func (t *Transformer) apply(ctx context.Context, src []byte, typ sniff.Type, k variant.Kind) (*Output, error) {
+	p, err := t.plan(src, typ, k)
+	if err != nil {
+		return nil, err
+	}
+	if t.mem != nil {
+		got, err := t.mem.Acquire(ctx, p.memory)
+		if err != nil {
+			return nil, err
+		}
+		defer t.mem.Release(got)
 	}
 	select {
 	case t.slots <- struct{}{}:
@@ -102,35 +141,130 @@ func (t *Transformer) Apply(ctx context.Context, src []byte, typ sniff.Type, k v
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	if p.mime == "image/svg+xml" {
+		return renderSVGChild(ctx, src, k)
+	}
+	return t.run(ctx, p)
+}
+
+// plan reads the headers, checks the limits and estimates the memory.
+func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind) (*plan, error) {
+	p := &plan{src: src, mime: typ.MIME, kind: k}
+	// The sniffed head can end before an APNG's acTL chunk (after large
+	// metadata); the whole file settles it.
+	if p.mime == "image/png" && sniff.Detect(src).MIME == "image/apng" {
+		p.mime = "image/apng"
+	}
 	box := k.Box()
-	fit := vips.Fit{
+	p.fit = vips.Fit{
 		Width:  box.Width,
 		Height: box.Height,
 		// Vector art is rendered at the size the variant needs; a badge
 		// is always 96x96.
-		Enlarge:  mime == "image/svg+xml" && k != variant.Original || k == variant.Badge,
-		AllPages: box.Animated && (mime == "image/gif" || mime == "image/webp"),
+		Enlarge:  p.mime == "image/svg+xml" && k != variant.Original || k == variant.Badge,
+		AllPages: box.Animated && (p.mime == "image/gif" || p.mime == "image/webp"),
 		FailOn:   vips.FailOnTruncated,
 	}
-	if fit.Width == 0 {
-		fit.Width = heightOnlyMaxWidth
+	if p.fit.Width == 0 {
+		p.fit.Width = heightOnlyMaxWidth
 	}
+	out := int64(p.fit.Width) * int64(p.fit.Height) * 4 // one output frame, at most
+	switch p.mime {
+	case "image/svg+xml":
+		// Rendered at the output size (not its nominal one) in a child
+		// process: the rendering and the encoder's copy.
+		p.memory = 2 * out
+		return p, nil
+	case "image/bmp", "image/x-icon":
+		w, h, err := goDecodedSize(src, p.mime)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
+		}
+		if w*h > t.limits.MaxPixels {
+			return nil, fmt.Errorf("%w: %dx%d", ErrTooLarge, w, h)
+		}
+		// Decoded in Go, converted to NRGBA, copied into libvips.
+		p.memory = 3*4*w*h + out
+		return p, nil
+	case "image/apng":
+		cfg, err := apng.DecodeConfig(src)
+		if err != nil {
+			return nil, apngError(err)
+		}
+		frames := int64(1)
+		if box.Animated {
+			frames = int64(cfg.Frames)
+		}
+		if err := (apng.Limits{MaxPixels: t.limits.MaxPixels, MaxFrames: t.limits.MaxFrames}).Check(cfg, int(frames)); err != nil {
+			return nil, apngError(err)
+		}
+		// A few canvases at a time, and every resized frame until the
+		// animation is encoded.
+		canvas := 4 * int64(cfg.Width) * int64(cfg.Height)
+		p.memory = 3*canvas + frames*min(out, canvas)
+		return p, nil
+	}
+	h, err := vips.Header(src, p.fit.AllPages)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	w, total, frames := int64(h.Width()), int64(h.Height()), int64(h.Pages())
+	if p.mime == "image/jpeg" && !p.fit.Enlarge {
+		p.fit.JPEGShrink = jpegShrink(int(w), int(total), h.Orientation(), p.fit)
+	}
+	h.Close()
+	if frames > int64(t.limits.MaxFrames) {
+		return nil, fmt.Errorf("%w: %d frames", ErrTooLarge, frames)
+	}
+	if w*total > t.limits.MaxPixels {
+		return nil, fmt.Errorf("%w: %dx%d", ErrTooLarge, w, total)
+	}
+	// One frame as decoded (after JPEG shrink-on-load), which loaders of
+	// interlaced or progressive files hold whole, plus the output frames.
+	shrink := int64(max(1, p.fit.JPEGShrink))
+	frame := 4 * (w / shrink) * (total / frames / shrink)
+	p.memory = frame + frames*min(out, 4*w*total/frames)
+	return p, nil
+}
 
+// run decodes and encodes a planned transform in this process. Every
+// libvips computation on the image stops at ctx's end.
+func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
 	var im *vips.Image
 	var err error
-	switch mime {
+	switch p.mime {
 	case "image/bmp", "image/x-icon":
-		im, err = t.thumbnailGo(src, mime, fit)
+		im, err = t.thumbnailGo(p.src, p.mime, p.fit)
 	case "image/apng":
-		im, err = t.thumbnailAPNG(ctx, src, fit, box.Animated)
+		im, err = t.thumbnailAPNG(ctx, p.src, p.fit, p.kind.Box().Animated)
 	default:
-		im, err = t.thumbnail(src, mime, fit)
+		im, err = vips.Thumbnail(p.src, p.fit)
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrUndecodable, err)
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer im.Close()
+	stop := im.KillOn(ctx)
+	defer stop()
+	return encode(im, p.kind)
+}
 
+// renderInProcess is the whole transform without slots, budget or time
+// limit: the SVG child's side.
+func renderInProcess(src []byte, typ sniff.Type, k variant.Kind, limits Limits) (*Output, error) {
+	t := New(limits, 1, nil)
+	p, err := t.plan(src, typ, k)
+	if err != nil {
+		return nil, err
+	}
+	return t.run(context.Background(), p)
+}
+
+// encode writes the variant: a badge's PNG mask, or WebP.
+func encode(im *vips.Image, k variant.Kind) (*Output, error) {
 	if k == variant.Badge {
 		return badge(im)
 	}
@@ -142,34 +276,6 @@ func (t *Transformer) Apply(ctx context.Context, src []byte, typ sniff.Type, k v
 		Data: data, MIME: "image/webp", Ext: "webp",
 		Width: im.Width(), Height: im.PageHeight(), Frames: im.Pages(),
 	}, nil
-}
-
-// thumbnail checks the header against the limits, then decodes with
-// shrink-on-load. The check comes first so a pixel bomb costs a header read.
-func (t *Transformer) thumbnail(src []byte, mime string, fit vips.Fit) (*vips.Image, error) {
-	h, err := vips.Header(src, fit.AllPages)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
-	}
-	w, total, frames := int64(h.Width()), int64(h.Height()), h.Pages()
-	if mime == "image/jpeg" && !fit.Enlarge {
-		fit.JPEGShrink = jpegShrink(int(w), int(total), h.Orientation(), fit)
-	}
-	h.Close()
-	// An SVG is rendered at the output size, not its nominal one.
-	if mime != "image/svg+xml" {
-		if frames > t.limits.MaxFrames {
-			return nil, fmt.Errorf("%w: %d frames", ErrTooLarge, frames)
-		}
-		if w*total > t.limits.MaxPixels {
-			return nil, fmt.Errorf("%w: %dx%d", ErrTooLarge, w, total)
-		}
-	}
-	im, err := vips.Thumbnail(src, fit)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
-	}
-	return im, nil
 }
 
 // jpegShrink picks the JPEG shrink-on-load factor the way sharp does: the

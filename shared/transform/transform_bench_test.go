@@ -110,7 +110,7 @@ func runParallel(b *testing.B, c benchCase) {
 	}
 	src := c.src()
 	typ := sniff.Detect(src[:min(len(src), sniff.HeadSize)])
-	tr := transform.New(transform.DefaultLimits, runtime.GOMAXPROCS(0))
+	tr := transform.New(transform.DefaultLimits, runtime.GOMAXPROCS(0), nil)
 	ctx := context.Background()
 
 	// One untimed run checks the case and warms libvips up.

@@ -24,7 +24,7 @@ func apply(t *testing.T, tr *Transformer, src []byte, k variant.Kind) (*Output, 
 }
 
 func TestLimits(t *testing.T) {
-	tr := New(Limits{MaxPixels: 1_000_000, MaxFrames: 10}, 1)
+	tr := New(Limits{MaxPixels: 1_000_000, MaxFrames: 10}, 1, nil)
 	for name, tc := range map[string]struct {
 		src  []byte
 		kind variant.Kind
@@ -46,7 +46,7 @@ func TestLimits(t *testing.T) {
 }
 
 func TestNotConvertible(t *testing.T) {
-	tr := New(DefaultLimits, 1)
+	tr := New(DefaultLimits, 1, nil)
 	for name, src := range map[string][]byte{"wav": testmedia.WAV(0.1), "html": testmedia.HTML(), "empty": nil} {
 		if _, err := apply(t, tr, src, variant.Emoji); !errors.Is(err, ErrNotConvertible) {
 			t.Errorf("%s: %v", name, err)
@@ -58,7 +58,7 @@ func TestNotConvertible(t *testing.T) {
 }
 
 func TestICOAndBMPAlpha(t *testing.T) {
-	tr := New(DefaultLimits, 1)
+	tr := New(DefaultLimits, 1, nil)
 	for name, src := range map[string][]byte{
 		"ico png entries": testmedia.ICO(16, 48),
 		"ico bitmap":      testmedia.ICOBMP(48),
@@ -79,7 +79,7 @@ func TestICOAndBMPAlpha(t *testing.T) {
 }
 
 func TestCancelledWhileWaitingForASlot(t *testing.T) {
-	tr := New(DefaultLimits, 1)
+	tr := New(DefaultLimits, 1, nil)
 	tr.slots <- struct{}{} // the only slot is busy
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -150,7 +150,7 @@ func near(a, b [4]byte) bool {
 }
 
 func TestAPNGEmojiKeepsEveryFrame(t *testing.T) {
-	tr := New(DefaultLimits, 1)
+	tr := New(DefaultLimits, 1, nil)
 	out, err := apply(t, tr, testmedia.APNG(256, 256, 60), variant.Emoji)
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +173,7 @@ func TestAPNGEmojiKeepsEveryFrame(t *testing.T) {
 }
 
 func TestAPNGTimingAndLoop(t *testing.T) {
-	tr := New(DefaultLimits, 1)
+	tr := New(DefaultLimits, 1, nil)
 	out, err := apply(t, tr, testmedia.APNGOps(), variant.Avatar)
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestAPNGKinds(t *testing.T) {
 		},
 	})
 	blue, red := [4]byte{0, 0, 255, 255}, [4]byte{255, 0, 0, 255}
-	tr := New(DefaultLimits, 1)
+	tr := New(DefaultLimits, 1, nil)
 	for _, c := range []struct {
 		kind   variant.Kind
 		w, h   int
@@ -245,7 +245,7 @@ func TestAPNGKinds(t *testing.T) {
 }
 
 func TestAPNGErrors(t *testing.T) {
-	tr := New(Limits{MaxPixels: 1_000_000, MaxFrames: 10}, 1)
+	tr := New(Limits{MaxPixels: 1_000_000, MaxFrames: 10}, 1, nil)
 	dot := image.NewNRGBA(image.Rect(0, 0, 1, 1))
 	bomb := testmedia.APNGOf(testmedia.APNGSpec{ // a tiny file claiming 2^40 pixels
 		Width: 1 << 20, Height: 1 << 20, Default: dot, Frames: []testmedia.APNGFrame{{Image: dot}},
@@ -293,7 +293,7 @@ func TestAPNGWithLargeMetadata(t *testing.T) {
 	if typ.MIME != "image/png" {
 		t.Fatalf("head sniffed as %s", typ.MIME)
 	}
-	out, err := New(DefaultLimits, 1).Apply(context.Background(), src, typ, variant.Emoji)
+	out, err := New(DefaultLimits, 1, nil).Apply(context.Background(), src, typ, variant.Emoji)
 	if err != nil || out.Frames != 3 {
 		t.Errorf("emoji: %v, want 3 frames", err)
 	}
@@ -320,5 +320,51 @@ func TestWebPDelay(t *testing.T) {
 		if got := webpDelay(c.d, c.frames); got != c.want {
 			t.Errorf("webpDelay(%v, %d) = %d, want %d", c.d, c.frames, got, c.want)
 		}
+	}
+}
+
+// TestSlowSVGKilled: an SVG built to render for minutes is stopped at the
+// time limit (its renderer process killed), and the slot is free again.
+func TestSlowSVGKilled(t *testing.T) {
+	src := testmedia.SVGSlow(20000) // minutes at 2048x2048
+	tr := New(Limits{Timeout: time.Second}, 1, nil)
+	start := time.Now()
+	_, err := tr.Apply(context.Background(), src, sniff.Detect(src), variant.Original)
+	took := time.Since(start)
+	if !errors.Is(err, ErrTooSlow) {
+		t.Fatalf("slow SVG: %v after %v, want ErrTooSlow", err, took)
+	}
+	// The slot is free: a small SVG converts at once.
+	small := testmedia.SVG(40, 40)
+	if _, err := tr.Apply(context.Background(), small, sniff.Detect(small), variant.Emoji); err != nil {
+		t.Fatalf("after the kill: %v", err)
+	}
+	t.Logf("stopped after %v (limit 1 s)", took.Round(time.Millisecond))
+	if took > 10*time.Second {
+		t.Errorf("the deadline stopped the render only after %v", took)
+	}
+}
+
+// TestDeadlineStopsLibvips: a raster transform in this process is stopped
+// at the time limit through libvips' kill flag: Apply returns once libvips
+// has given up, long before the work would have finished.
+func TestDeadlineStopsLibvips(t *testing.T) {
+	src := testmedia.FlatPNG(8000, 8000, color.NRGBA{0x20, 0x60, 0xa0, 0xff}) // no shrink-on-load for PNG: every row is decoded
+	full := New(DefaultLimits, 1, nil)
+	start := time.Now()
+	if _, err := full.Apply(context.Background(), src, sniff.Detect(src), variant.Static); err != nil {
+		t.Fatal(err)
+	}
+	whole := time.Since(start)
+	tr := New(Limits{Timeout: whole / 10}, 1, nil)
+	start = time.Now()
+	_, err := tr.Apply(context.Background(), src, sniff.Detect(src), variant.Static)
+	took := time.Since(start)
+	if !errors.Is(err, ErrTooSlow) {
+		t.Fatalf("with a limit of %v: %v after %v, want ErrTooSlow", whole/10, err, took)
+	}
+	t.Logf("the whole transform takes %v; with a limit of %v it stopped after %v", whole.Round(time.Millisecond), (whole / 10).Round(time.Millisecond), took.Round(time.Millisecond))
+	if took >= whole {
+		t.Errorf("stopped after %v of a %v transform: libvips ran to the end", took, whole)
 	}
 }

@@ -2,7 +2,9 @@ package vips
 
 import (
 	"bytes"
+	"context"
 	"testing"
+	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 )
@@ -208,4 +210,39 @@ func TestRGBA(t *testing.T) {
 	if got, err := opaque.RGBA(); err != nil || len(got) != 4*16*8 || got[3] != 255 || got[len(got)-1] != 255 {
 		t.Errorf("RGBA of an opaque image: %d bytes, %v", len(got), err)
 	}
+}
+
+// TestKillOnStopsAComputation: an encode that would run for many seconds
+// (a 16000x16000 PNG) fails soon after the context ends, because libvips
+// checks the kill flag between tiles; the call returns only once libvips
+// has stopped.
+func TestKillOnStopsAComputation(t *testing.T) {
+	pix := make([]byte, 512*512*4)
+	for i := range pix {
+		pix[i] = byte(i * 7)
+	}
+	src, err := FromRGBA(pix, 512, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	big, err := src.Thumbnail(Fit{Width: 16000, Height: 16000, Enlarge: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	stop := big.KillOn(ctx)
+	start := time.Now()
+	_, err = big.PNG()
+	stop()
+	took := time.Since(start)
+	if err == nil {
+		t.Fatalf("a 256-megapixel PNG encode finished in %v despite the kill", took)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the encode stopped %v after the context ended", took-200*time.Millisecond)
+	}
+	t.Logf("stopped after %v: %v", took.Round(time.Millisecond), err)
 }

@@ -1,0 +1,149 @@
+package transform
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/sniff"
+	"github.com/misskey-lambda/media-proxy/shared/variant"
+	"github.com/misskey-lambda/media-proxy/shared/vips"
+)
+
+// SVG is rendered in a child process: librsvg renders a document in one
+// call per 2000-pixel tile, so libvips' kill flag cannot stop an SVG
+// built to take minutes (a million shapes, huge filters), and a process
+// can be killed at the deadline. It also keeps a librsvg crash out of the
+// server. The child is this same executable, started with childEnv set:
+// any binary that links this package (the proxy, the worker, a test
+// binary) can render.
+const (
+	childEnv = "MEDIA_PROXY_SVG_CHILD"
+	// childMaxOutput bounds what the parent reads back: a 2048x2048 WebP
+	// is far smaller.
+	childMaxOutput = 64 << 20
+	// childWait is how long the parent waits for the child's output to
+	// drain once it has been killed.
+	childWait = time.Second
+)
+
+// Exit codes of the child, mapped back to the package's errors.
+const (
+	childUndecodable    = 3
+	childNoEntropy      = 4
+	childNotConvertible = 5
+)
+
+func init() {
+	// Before main or the tests: a child only renders and exits.
+	if kind := os.Getenv(childEnv); kind != "" {
+		os.Exit(runChild(kind, os.Stdin, os.Stdout, os.Stderr))
+	}
+}
+
+// childHeader precedes the output bytes on the child's standard output.
+type childHeader struct {
+	MIME, Ext             string
+	Width, Height, Frames int
+}
+
+// renderSVGChild renders kind k of an SVG in a child process, killed when
+// ctx ends.
+func renderSVGChild(ctx context.Context, src []byte, k variant.Kind) (*Output, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("svg: finding this executable: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, exe)
+	// Nothing of the parent's environment (credentials) is needed.
+	cmd.Env = []string{childEnv + "=" + string(k)}
+	cmd.Stdin = bytes.NewReader(src)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &limitedBuffer{buf: &stdout, left: childMaxOutput}
+	cmd.Stderr = &limitedBuffer{buf: &stderr, left: 4096}
+	cmd.WaitDelay = childWait
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		cause := errors.New(string(bytes.TrimSpace(stderr.Bytes())))
+		switch exit.ExitCode() {
+		case childUndecodable:
+			return nil, fmt.Errorf("%w: %w", ErrUndecodable, cause)
+		case childNoEntropy:
+			return nil, ErrNoEntropy
+		case childNotConvertible:
+			return nil, ErrNotConvertible
+		}
+		return nil, fmt.Errorf("%w: svg renderer failed (%v): %w", ErrUndecodable, err, cause)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("svg: running the renderer: %w", err)
+	}
+	line, data, ok := bytes.Cut(stdout.Bytes(), []byte("\n"))
+	var h childHeader
+	if !ok || json.Unmarshal(line, &h) != nil {
+		return nil, fmt.Errorf("%w: svg renderer gave no output", ErrUndecodable)
+	}
+	return &Output{Data: data, MIME: h.MIME, Ext: h.Ext, Width: h.Width, Height: h.Height, Frames: h.Frames}, nil
+}
+
+// runChild is the child's side: read the SVG, render it in process as
+// the parent would have, write the header and bytes, and exit.
+func runChild(kind string, stdin io.Reader, stdout, stderr io.Writer) int {
+	k, ok := variant.Parse(kind)
+	if !ok {
+		fmt.Fprintf(stderr, "unknown variant %q\n", kind)
+		return childNotConvertible
+	}
+	src, err := io.ReadAll(stdin)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return childUndecodable
+	}
+	if err := vips.Start(vips.Options{}); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	out, err := renderInProcess(src, sniff.Type{MIME: "image/svg+xml", Ext: "svg"}, k, DefaultLimits)
+	switch {
+	case errors.Is(err, ErrNoEntropy):
+		return childNoEntropy
+	case errors.Is(err, ErrNotConvertible):
+		return childNotConvertible
+	case err != nil:
+		fmt.Fprintln(stderr, err)
+		return childUndecodable
+	}
+	h, _ := json.Marshal(childHeader{MIME: out.MIME, Ext: out.Ext, Width: out.Width, Height: out.Height, Frames: out.Frames})
+	if _, err := stdout.Write(append(h, '\n')); err != nil {
+		return 1
+	}
+	if _, err := stdout.Write(out.Data); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// limitedBuffer keeps at most left bytes and fails past them, which ends
+// a child that writes without bound.
+type limitedBuffer struct {
+	buf  *bytes.Buffer
+	left int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if len(p) > l.left {
+		return 0, errors.New("svg renderer output too large")
+	}
+	l.left -= len(p)
+	return l.buf.Write(p)
+}
