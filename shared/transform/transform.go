@@ -95,11 +95,23 @@ func New(limits Limits, concurrency int, mem *budget.Budget) *Transformer {
 // is decoded and before a decode slot is taken.
 type plan struct {
 	src  []byte
+	typ  sniff.Type
 	mime string
 	kind variant.Kind
 	fit  vips.Fit
 	// memory is what the decode and encode are expected to hold.
 	memory int64
+	// source describes the image as it is, for keepSource; zero when
+	// unknown.
+	source sourceShape
+}
+
+// sourceShape is the source image as a browser would show it.
+type sourceShape struct {
+	width, height, frames int
+	// plain: no EXIF rotation and no CMYK, so a browser shows the bytes
+	// as the variant would.
+	plain bool
 }
 
 // Apply produces kind k of src, whose sniffed type is typ. For Original it
@@ -149,7 +161,7 @@ func (t *Transformer) apply(ctx context.Context, src []byte, typ sniff.Type, k v
 
 // plan reads the headers, checks the limits and estimates the memory.
 func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind) (*plan, error) {
-	p := &plan{src: src, mime: typ.MIME, kind: k}
+	p := &plan{src: src, typ: typ, mime: typ.MIME, kind: k}
 	// The sniffed head can end before an APNG's acTL chunk (after large
 	// metadata); the whole file settles it.
 	if p.mime == "image/png" && sniff.Detect(src).MIME == "image/apng" {
@@ -195,6 +207,7 @@ func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind) (*plan, e
 		if box.Animated {
 			frames = int64(cfg.Frames)
 		}
+		p.source = sourceShape{width: cfg.Width, height: cfg.Height, frames: cfg.Frames, plain: true}
 		if err := (apng.Limits{MaxPixels: t.limits.MaxPixels, MaxFrames: t.limits.MaxFrames}).Check(cfg, int(frames)); err != nil {
 			return nil, apngError(err)
 		}
@@ -211,6 +224,10 @@ func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind) (*plan, e
 	w, total, frames := int64(h.Width()), int64(h.Height()), int64(h.Pages())
 	if p.mime == "image/jpeg" && !p.fit.Enlarge {
 		p.fit.JPEGShrink = jpegShrink(int(w), int(total), h.Orientation(), p.fit)
+	}
+	p.source = sourceShape{
+		width: int(w), height: h.PageHeight(), frames: h.PagesInFile(),
+		plain: h.Orientation() <= 1 && !h.IsCMYK(),
 	}
 	h.Close()
 	if frames > int64(t.limits.MaxFrames) {
@@ -249,7 +266,35 @@ func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
 	defer im.Close()
 	stop := im.KillOn(ctx)
 	defer stop()
-	return encode(im, p.kind)
+	out, err := encode(im, p.kind)
+	if err != nil {
+		return nil, err
+	}
+	if keepSource(p, out) {
+		s := p.source
+		return &Output{Data: p.src, MIME: p.typ.MIME, Ext: p.typ.Ext, Width: s.width, Height: s.height, Frames: s.frames}, nil
+	}
+	return out, nil
+}
+
+// keepSource reports whether the source itself is the better answer: it
+// already fits the variant's box, has the animation the variant wants
+// (one frame for a static one), is an image type browsers show as it is,
+// and the encoded variant is not smaller. Re-encoding a small emoji can
+// only add bytes and lose quality. A badge is always a mask, and SVG
+// always rasterised (never run here).
+func keepSource(p *plan, out *Output) bool {
+	s, box := p.source, p.kind.Box()
+	if p.kind == variant.Badge || !s.plain || s.width == 0 || !p.typ.BrowserSafe() {
+		return false
+	}
+	if s.width > p.fit.Width || s.height > p.fit.Height {
+		return false
+	}
+	if !box.Animated && s.frames != 1 {
+		return false
+	}
+	return len(out.Data) >= len(p.src)
 }
 
 // renderInProcess is the whole transform without slots, budget or time

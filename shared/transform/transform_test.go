@@ -417,3 +417,59 @@ func TestAVIFPrimaryItem(t *testing.T) {
 		}
 	}
 }
+
+// webp encodes src (all frames) as WebP at quality q.
+func webp(t *testing.T, src []byte, q int) []byte {
+	t.Helper()
+	im, err := vips.Thumbnail(src, vips.Fit{Width: 10000, Height: 10000, AllPages: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	b, err := im.WebP(vips.WebPOptions{Quality: q, AlphaQuality: q, Effort: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestNeverBiggerThanAFittingSource: a source that already fits the box,
+// with the animation the variant wants, is answered as it is when the
+// re-encode would not be smaller; otherwise the variant is encoded.
+func TestNeverBiggerThanAFittingSource(t *testing.T) {
+	tr := New(DefaultLimits, 1, nil)
+	smallAnimatedWebP := webp(t, testmedia.GIF(80, 80, 6), 20) // small, and cheap already
+	tinyGIF := testmedia.GIFManyFrames(4) // 16x16, a few hundred bytes of flat colour
+	for _, c := range []struct {
+		name string
+		src  []byte
+		kind variant.Kind
+		keep bool
+		mime string
+	}{
+		{"small animated webp as emoji", smallAnimatedWebP, variant.Emoji, true, "image/webp"},
+		{"small animated webp as avatar", smallAnimatedWebP, variant.Avatar, true, "image/webp"},
+		{"small gif as emoji", tinyGIF, variant.Emoji, true, "image/gif"},
+		// Not kept: a static variant of an animation, a source over the
+		// box, a badge.
+		{"animated webp as emoji-static", smallAnimatedWebP, variant.EmojiStatic, false, "image/webp"},
+		{"gif over the box", testmedia.GIF(256, 256, 3), variant.Emoji, false, "image/webp"},
+		{"badge", testmedia.PNG(64, 64), variant.Badge, false, "image/png"},
+		{"exif-rotated jpeg", testmedia.JPEGWithOrientation(64, 48, 6), variant.Emoji, false, "image/webp"},
+	} {
+		out, err := apply(t, tr, c.src, c.kind)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		kept := bytes.Equal(out.Data, c.src)
+		if kept != c.keep || out.MIME != c.mime {
+			t.Errorf("%s: kept %v (%s, %d bytes from %d), want kept %v as %s", c.name, kept, out.MIME, len(out.Data), len(c.src), c.keep, c.mime)
+		}
+		if c.keep && out.Ext != sniff.Detect(c.src).Ext {
+			t.Errorf("%s: extension %q for a %s", c.name, out.Ext, c.mime)
+		}
+		if !c.keep && c.kind != variant.Badge && len(out.Data) >= len(c.src) && bytes.Equal(out.Data, c.src) {
+			t.Errorf("%s: the source came back unchanged", c.name)
+		}
+	}
+}

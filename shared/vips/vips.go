@@ -335,3 +335,13 @@ func (im *Image) KillOn(ctx context.Context) (stop func()) {
 		})
 	}
 }
+
+// PagesInFile is the number of pages (frames) the file holds, however
+// many were loaded.
+func (im *Image) PagesInFile() int { return int(C.vips_image_get_n_pages(im.c)) }
+
+// IsCMYK reports whether the image's pixels are CMYK, which browsers do
+// not all show alike.
+func (im *Image) IsCMYK() bool {
+	return C.vips_image_guess_interpretation(im.c) == C.VIPS_INTERPRETATION_CMYK
+}
