@@ -439,7 +439,7 @@ func webp(t *testing.T, src []byte, q int) []byte {
 func TestNeverBiggerThanAFittingSource(t *testing.T) {
 	tr := New(DefaultLimits, 1, nil)
 	smallAnimatedWebP := webp(t, testmedia.GIF(80, 80, 6), 20) // small, and cheap already
-	tinyGIF := testmedia.GIFManyFrames(4) // 16x16, a few hundred bytes of flat colour
+	tinyGIF := testmedia.GIFManyFrames(4)                      // 16x16, a few hundred bytes of flat colour
 	for _, c := range []struct {
 		name string
 		src  []byte
