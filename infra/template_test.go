@@ -197,6 +197,7 @@ var leftToDefaults = map[string]string{
 	"MEDIA_PROXY_MEMORY_BUDGET":            "defaults to half the memory Lambda gives the function",
 	"MEDIA_PROXY_TRANSFORM_TIMEOUT":        "the defaults fit in the function timeouts (checked below)",
 	"MEDIA_PROXY_SVG_CHILD":                "not a setting: the process sets it for its own SVG renderer child",
+	"MEDIA_PROXY_INLINE_HITS_BELOW":        "off by default: every hit is a redirect, as the design says",
 }
 
 // awaitingWiring are variables the stack sets for code that is being

@@ -38,8 +38,11 @@ type Config struct {
 	// Queue is "local", an SQS queue URL, or "none".
 	Queue         string
 	PublicBaseURL string
-	S3PathStyle   bool
-	PresignTTL    time.Duration
+	// InlineHitsBelow answers stored variants smaller than this directly
+	// instead of redirecting (0: always redirect).
+	InlineHitsBelow int64
+	S3PathStyle     bool
+	PresignTTL      time.Duration
 	// S3LifecycleDays is how long after its last write the bucket's
 	// lifecycle rule deletes a variant (0: unknown), so redirects to it
 	// never outlive it.
@@ -95,6 +98,7 @@ func Load(getenv func(string) string) (Config, error) {
 		WriteTimeout:          e.duration("MEDIA_PROXY_WRITE_TIMEOUT", 30*time.Second),
 		StoreMaxSize:          e.integer("MEDIA_PROXY_STORE_MAX_SIZE", 0),
 		S3LifecycleDays:       int(e.integer("MEDIA_PROXY_S3_LIFECYCLE_DAYS", 0)),
+		InlineHitsBelow:       e.integer("MEDIA_PROXY_INLINE_HITS_BELOW", 0),
 		TrustOutgoingProxy:    e.boolean("MEDIA_PROXY_TRUST_OUTGOING_PROXY", false),
 		MaxConvertSize:        e.integer("MEDIA_PROXY_MAX_CONVERT_SIZE", 50<<20),
 		MemoryBudget:          e.integer("MEDIA_PROXY_MEMORY_BUDGET", 0),
@@ -197,7 +201,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("MEDIA_PROXY_STORE: want dir:<path>, s3://<bucket>/<prefix> or none, got %q", c.Store)
 	}
 	if c.MaxSize <= 0 || c.MaxConvertSize <= 0 || c.MaxPixels <= 0 || c.MaxFrames <= 0 || c.TransformConcurrency <= 0 ||
-		c.MemoryBudget <= 0 || c.MaxConnections <= 0 || c.TransformTimeout <= 0 || c.StoreMaxSize < 0 || c.WriteTimeout < 0 || c.S3LifecycleDays < 0 {
+		c.MemoryBudget <= 0 || c.MaxConnections <= 0 || c.TransformTimeout <= 0 || c.StoreMaxSize < 0 || c.WriteTimeout < 0 || c.S3LifecycleDays < 0 || c.InlineHitsBelow < 0 {
 		return fmt.Errorf("size, pixel, frame, memory, connection, time and concurrency limits must be positive")
 	}
 	return nil

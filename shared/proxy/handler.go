@@ -73,6 +73,11 @@ type Config struct {
 	// WriteTimeout is how long a response may go without a write making
 	// progress before the client is dropped; 0 means no limit.
 	WriteTimeout time.Duration
+	// InlineHitsBelow answers a stored variant smaller than this many
+	// bytes with its bytes instead of a redirect (0: always redirect), so
+	// a CDN in front keeps the final bytes and a browser saves a round
+	// trip.
+	InlineHitsBelow int64
 	// Metrics adds CloudWatch Embedded Metric Format fields to each
 	// request's log line.
 	Metrics bool

@@ -6,7 +6,11 @@ package proxy_test
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
@@ -84,4 +88,90 @@ func TestSourceKeptWhenSmaller(t *testing.T) {
 	}
 	// Over the box, it is converted.
 	checkSuccess(t, get(t, p, o.add("/big.gif", testmedia.GIF(256, 256, 3)), "emoji=1"), "image/webp")
+}
+
+// rawHead sends one GET and returns the response's status line and
+// headers exactly as they came over the wire, and the body length.
+func rawHead(t *testing.T, rawURL string) (head string, bodyLen int) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", u.RequestURI(), u.Host)
+	all, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(all, []byte("\r\n\r\n"))
+	if i < 0 {
+		t.Fatalf("no header end in %q", all)
+	}
+	return string(all[:i+4]), len(all) - i - 4
+}
+
+// TestInlineSmallHits: with MEDIA_PROXY_INLINE_HITS_BELOW, a stored variant
+// below the size is answered with its bytes (one round trip, cacheable for
+// a year by a CDN) instead of a redirect; larger ones still redirect. The
+// test logs the header bytes and round trips a view of a small emoji
+// costs each way.
+func TestInlineSmallHits(t *testing.T) {
+	e := s3StandinFromEnv(t)
+	bucket := e.bucket(t)
+	setAWSEnv(t, e, e.endpoint)
+	o := newOrigin(t)
+	emoji := o.add("/e.png", testmedia.PNG(160, 160))
+	big := o.add("/big.png", testmedia.PNGOpaque(1600, 1200))
+	env := map[string]string{
+		"MEDIA_PROXY_STORE":             "s3://" + bucket + "/inline",
+		"MEDIA_PROXY_S3_PATH_STYLE":     "true",
+		"MEDIA_PROXY_INLINE_HITS_BELOW": "8192",
+	}
+	p := newProxy(t, env)
+	miss := get(t, p, emoji, "emoji=1")
+	checkSuccess(t, miss, "image/webp")
+	hit := get(t, p, emoji, "emoji=1")
+	checkSuccess(t, hit, "image/webp")
+	if !bytes.Equal(hit.body, miss.body) || hit.header.Get("ETag") != miss.header.Get("ETag") {
+		t.Errorf("inline hit: %d bytes, ETag %q; the miss had %d, %q", len(hit.body), hit.header.Get("ETag"), len(miss.body), miss.header.Get("ETag"))
+	}
+	get(t, p, big, "static=1")
+	if r := get(t, p, big, "static=1"); r.status != http.StatusFound {
+		t.Errorf("a hit over the size answered %d, want a redirect", r.status)
+	}
+
+	// What a view of the small emoji costs, three ways.
+	inlineHead, n := rawHead(t, p.URL+"/e.webp?emoji=1&url="+url.QueryEscape(emoji))
+	delete(env, "MEDIA_PROXY_INLINE_HITS_BELOW")
+	presigned := newProxy(t, env)
+	presignedHead, _ := rawHead(t, presigned.URL+"/e.webp?emoji=1&url="+url.QueryEscape(emoji))
+	s3Head, _ := rawHead(t, request(t, http.MethodGet, presigned.URL+"/e.webp?emoji=1&url="+url.QueryEscape(emoji)).header.Get("Location"))
+	env["MEDIA_PROXY_PUBLIC_BASE_URL"] = "https://media-cdn.example.com"
+	public := newProxy(t, env)
+	publicHead, _ := rawHead(t, public.URL+"/e.webp?emoji=1&url="+url.QueryEscape(emoji))
+	// On Lambda the role's credentials carry a session token of about
+	// 1 KB that every presigned URL repeats (the stand-in knows no
+	// tokens, so it is added here): in the 302's Location and in the
+	// second request line.
+	const token = len("&X-Amz-Security-Token=") + 1100
+	location := func(head string) int {
+		for _, l := range strings.Split(head, "\r\n") {
+			if v, ok := strings.CutPrefix(l, "Location: "); ok {
+				return len(v)
+			}
+		}
+		return 0
+	}
+	t.Logf("a %d-byte emoji, per view: inline: 1 round trip, %d response header bytes; "+
+		"302 to a presigned URL (Lambda credentials): 2 round trips, %d + %d response header bytes, and the %d-byte URL again in the second request; "+
+		"302 to MEDIA_PROXY_PUBLIC_BASE_URL: 2 round trips, %d response header bytes plus the CDN's own, a %d-byte URL",
+		n, len(inlineHead), len(presignedHead)+token, len(s3Head), location(presignedHead)+token, len(publicHead), location(publicHead))
+	if !strings.HasPrefix(inlineHead, "HTTP/1.1 200") || !strings.HasPrefix(presignedHead, "HTTP/1.1 302") || !strings.HasPrefix(publicHead, "HTTP/1.1 302") {
+		t.Errorf("answers: %q / %q / %q", inlineHead[:12], presignedHead[:12], publicHead[:12])
+	}
 }

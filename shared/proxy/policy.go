@@ -152,6 +152,13 @@ func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
 func (h *Handler) hit(ctx context.Context, e *store.Entry, rec *record) (reply, bool) {
 	if e.RedirectURL != "" {
 		rec.outcome = "hit"
+		if e.Size >= 0 && e.Size < h.cfg.InlineHitsBelow && e.Open != nil {
+			data, err := readSmall(ctx, e)
+			if err == nil {
+				return reply{kind: replyBytes, meta: e.Meta, data: data}, true
+			}
+			h.log.Warn("reading a small hit failed; redirecting", "request_id", rec.id, "err", err)
+		}
 		return reply{kind: replyEntry, entry: e}, true
 	}
 	body, err := e.Open(ctx)
@@ -163,6 +170,25 @@ func (h *Handler) hit(ctx context.Context, e *store.Entry, rec *record) (reply, 
 	}
 	rec.outcome = "hit"
 	return reply{kind: replyEntry, entry: e, body: body, done: func() { body.Close() }}, true
+}
+
+// readSmall reads a stored object known to be small.
+func readSmall(ctx context.Context, e *store.Entry) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	body, err := e.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	data, err := io.ReadAll(io.LimitReader(body, e.Size+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) != e.Size {
+		return nil, fmt.Errorf("stored object is %d bytes, its metadata says %d", len(data), e.Size)
+	}
+	return data, nil
 }
 
 // produced is what identical requests in flight share.

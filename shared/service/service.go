@@ -84,7 +84,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		// past that and a margin, the store is what hangs.
 		StreamTimeout: cfg.FetchTimeout + time.Minute,
 		WriteTimeout:  cfg.WriteTimeout,
-		Store:         st,
+		// Never more than a Lambda response can carry.
+		InlineHitsBelow: min(cfg.InlineHitsBelow, functionurl.MaxBody),
+		Store:           st,
 		Headers: proxy.Headers{
 			ContentSecurityPolicy: cfg.ContentSecurityPolicy,
 			AllowOrigin:           cfg.AllowOrigin,
