@@ -37,6 +37,19 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
 
+// answer requests a variant from several goroutines at once: the status
+// and headers, the body read and dropped (t.Fatal is not safe there).
+func answer(t *testing.T, p *httptest.Server, src, flags string) (int, http.Header) {
+	resp, err := http.Get(p.URL + "/x?url=" + url.QueryEscape(src) + "&" + flags)
+	if err != nil {
+		t.Error(err)
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header
+}
+
 // storeDir is the folder of a service's dir store.
 func storeDir(t *testing.T, store string) string {
 	t.Helper()
@@ -451,21 +464,14 @@ func TestBudgetBoundsConcurrentImages(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			src := fmt.Sprintf("%s/big.png?n=%d", o.URL, i)
-			resp, err := http.Get(p.URL + "/e.webp?emoji=1&url=" + url.QueryEscape(src))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			status, hd := answer(t, p, fmt.Sprintf("%s/big.png?n=%d", o.URL, i), "emoji=1")
 			switch {
-			case resp.StatusCode == http.StatusOK:
+			case status == http.StatusOK:
 				ok.Add(1)
-			case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+			case status == http.StatusServiceUnavailable && hd.Get("Retry-After") != "":
 				busy.Add(1)
 			default:
-				t.Errorf("answered %d", resp.StatusCode)
+				t.Errorf("answered %d", status)
 			}
 		}()
 	}
@@ -703,15 +709,8 @@ func TestDirStoreHeldUnderBudget(t *testing.T) {
 				if i%2 == 1 {
 					src = fmt.Sprintf("%s/missing-%d.png", o.URL, i)
 				}
-				resp, err := http.Get(p.URL + "/e.webp?emoji=1&url=" + url.QueryEscape(src))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if want := []int{200, 404}[i%2]; resp.StatusCode != want {
-					t.Errorf("request %d: %d, want %d", i, resp.StatusCode, want)
+				if status, _ := answer(t, p, src, "emoji=1"); status != []int{200, 404}[i%2] {
+					t.Errorf("request %d: %d, want %d", i, status, []int{200, 404}[i%2])
 				}
 				if i%100 == 0 {
 					peak.Store(max(peak.Load(), diskUse(t, root)))
