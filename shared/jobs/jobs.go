@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
 
@@ -55,6 +56,16 @@ func (j Job) Source() (*url.URL, error) {
 		return nil, fmt.Errorf("%w: url must be absolute http or https, got %q", ErrMalformed, j.URL)
 	}
 	return u, nil
+}
+
+// LogURL is the job's URL for log lines: without user info, query or
+// fragment, which may carry tokens.
+func (j Job) LogURL() string {
+	u, err := url.Parse(j.URL)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return fetch.Redact(u)
 }
 
 // Canonicalizer gives the one form of a source URL that store keys are

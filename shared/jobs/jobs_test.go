@@ -87,3 +87,10 @@ func TestForAndKey(t *testing.T) {
 		t.Errorf("Key = %s, want %s", key, want)
 	}
 }
+
+func TestLogURL(t *testing.T) {
+	j := jobs.Job{URL: "https://user:pw@media.example/e.png?sig=s3cr3t#x", Variant: variant.Emoji}
+	if got := j.LogURL(); got != "https://media.example/e.png" {
+		t.Errorf("LogURL = %q", got)
+	}
+}

@@ -164,7 +164,7 @@ func Log(ctx context.Context, log *slog.Logger, id string, j Job, rep Report, at
 	}
 	all := append(attrs[:len(attrs):len(attrs)],
 		slog.String("message_id", id),
-		slog.String("url", j.URL),
+		slog.String("url", j.LogURL()),
 		slog.String("variant", string(j.Variant)),
 		slog.String("outcome", string(rep.Outcome)),
 		slog.Int("status", rep.Status),

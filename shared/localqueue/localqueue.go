@@ -119,7 +119,7 @@ func (q *Queue) work() {
 	defer q.wg.Done()
 	for j := range q.ch {
 		if q.ctx.Err() != nil {
-			q.log.Warn("precompute job dropped at shutdown", "url", j.URL, "variant", string(j.Variant))
+			q.log.Warn("precompute job dropped at shutdown", "url", j.LogURL(), "variant", string(j.Variant))
 			continue
 		}
 		id := "local-" + strconv.FormatInt(q.seq.Add(1), 10)
