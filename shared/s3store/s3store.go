@@ -633,3 +633,10 @@ func nonEmpty(v string) *string {
 	}
 	return &v
 }
+
+// WriteBuffer is the memory a streamed Put holds at most: the parts the
+// upload manager reads ahead and sends at once. The proxy takes it from
+// its memory budget before streaming a large body into the store.
+func (s *Store) WriteBuffer() int64 {
+	return s.cfg.PartSize * (uploadConcurrency + 1)
+}
