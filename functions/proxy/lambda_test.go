@@ -184,6 +184,7 @@ func TestLambdaWithS3(t *testing.T) {
 		"/video.mp4": video,
 		"/under.png": under,
 		"/over.png":  over,
+		"/range.png": paddedPNG(100_000),
 	})
 	emu := startEmulator(t, map[string]string{
 		"MEDIA_PROXY_STORE":                    "s3://" + bucket + "/cache/",
@@ -255,6 +256,13 @@ func TestLambdaWithS3(t *testing.T) {
 		}
 		if _, b := fetchRedirect(t, resp.Headers["location"]); !bytes.Equal(b, over) {
 			t.Error("redirected body differs")
+		}
+	})
+
+	t.Run("range on an inline body", func(t *testing.T) {
+		resp, body, _ := emu.invoke(t, "GET", "/r.png", q(o.URL+"/range.png", ""), map[string]string{"range": "bytes=0-9"})
+		if resp.StatusCode != http.StatusPartialContent || len(body) != 10 || resp.Headers["content-range"] != "bytes 0-9/100000" {
+			t.Errorf("range: %d, %d bytes, Content-Range %q", resp.StatusCode, len(body), resp.Headers["content-range"])
 		}
 	})
 
