@@ -165,6 +165,33 @@ int mp_pngsave(VipsImage *in, void **buf, size_t *len) {
 	return vips_pngsave_buffer(in, buf, len, "keep", VIPS_FOREIGN_KEEP_NONE, NULL);
 }
 
+// mp_load_first opens the first frame of an image at its full size,
+// lazily, for one top-to-bottom read.
+int mp_load_first(const void *buf, size_t len, int fail_on, VipsImage **out) {
+	*out = vips_image_new_from_buffer(buf, len, "",
+		"access", VIPS_ACCESS_SEQUENTIAL,
+		"fail_on", fail_on,
+		NULL);
+	return *out ? 0 : -1;
+}
+
+// mp_entropy is the entropy, in bits, of the histogram of an image's grey
+// values: the first band after conversion to greyscale. Alpha is ignored,
+// so transparent pixels count with the colour they store.
+int mp_entropy(VipsImage *in, double *entropy) {
+	VipsObject *scope = VIPS_OBJECT(vips_image_new());
+	VipsImage **t = (VipsImage **) vips_object_local_array(scope, 3);
+	int r = -1;
+
+	if (!vips_colourspace(in, &t[0], VIPS_INTERPRETATION_B_W, NULL) &&
+		!vips_extract_band(t[0], &t[1], 0, NULL) &&
+		!vips_hist_find(t[1], &t[2], NULL) &&
+		!vips_hist_entropy(t[2], entropy, NULL))
+		r = 0;
+	g_object_unref(scope);
+	return r;
+}
+
 // mp_badge turns a thumbnail into a size x size mask: the image flattened on
 // black, greyscale, stretched to the full range, contrast raised, centred.
 // The result has two bands, white and the mask as alpha.

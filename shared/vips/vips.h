@@ -13,6 +13,8 @@ int mp_to_rgba(VipsImage *in, void **buf, size_t *len);
 int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort);
 int mp_pngsave(VipsImage *in, void **buf, size_t *len);
 int mp_avifsave(VipsImage *in, void **buf, size_t *len);
+int mp_load_first(const void *buf, size_t len, int fail_on, VipsImage **out);
+int mp_entropy(VipsImage *in, double *entropy);
 int mp_badge(VipsImage *in, VipsImage **out, int size, double contrast, double *entropy);
 int mp_loop(VipsImage *in);
 int mp_delays(VipsImage *in, int **delays, int *n);
