@@ -102,6 +102,74 @@ func TestBadgeShapeTest(t *testing.T) {
 	}
 }
 
+func TestBadgeMask(t *testing.T) {
+	tr := New(DefaultLimits, 1, nil)
+	type point struct{ x, y, alpha int }
+	for _, tc := range []struct {
+		name   string
+		src    []byte
+		points []point
+		mean   float64 // of the alpha
+	}{
+		{
+			// Contrast first, then the stretch, over the whole square:
+			// the black letterbox keeps the range wide, so the ink stays
+			// grey. Normalising the picture alone, before the contrast,
+			// made the ink 0 and the paper 255.
+			name:   "grey glyph, wide",
+			src:    testmedia.GlyphPNG(300, 150, color.NRGBA{100, 100, 100, 255}, color.NRGBA{200, 200, 200, 255}),
+			points: []point{{48, 48, 79}, {10, 40, 254}, {80, 60, 254}, {48, 2, 0}, {48, 93, 0}},
+			mean:   118.58,
+		},
+		{
+			name:   "white glyph, transparent black paper",
+			src:    testmedia.GlyphPNG(128, 128, white, clearBlack),
+			points: []point{{48, 48, 255}, {48, 30, 255}, {2, 2, 0}, {10, 40, 0}},
+			mean:   49.84,
+		},
+		{
+			// Mean 50.2 in the reference's mask; the old order gave 45.0.
+			name:   "scene",
+			src:    testmedia.PNG(300, 200),
+			points: []point{{48, 20, 255}, {48, 2, 0}, {80, 60, 0}},
+			mean:   50.24,
+		},
+		{
+			name:   "transparent, colours stored",
+			src:    testmedia.HiddenGradientPNG(64, 64),
+			points: []point{{48, 48, 0}, {2, 2, 0}},
+			mean:   0,
+		},
+	} {
+		out, err := apply(t, tr, tc.src, variant.Badge)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		img := mustDecodePNG(t, out.Data)
+		var sum float64
+		for y := range 96 {
+			for x := range 96 {
+				c := img.NRGBAAt(x, y)
+				if c.R != 255 || c.G != 255 || c.B != 255 {
+					t.Fatalf("%s: colour %v at %d,%d: the mask is all white, shaped by alpha", tc.name, c, x, y)
+				}
+				sum += float64(c.A)
+			}
+		}
+		// Resizing before the greyscale (the reference does it after)
+		// moves a few values by a few steps.
+		for _, p := range tc.points {
+			if a := int(img.NRGBAAt(p.x, p.y).A); a < p.alpha-3 || a > p.alpha+3 {
+				t.Errorf("%s: alpha %d at %d,%d, want %d", tc.name, a, p.x, p.y, p.alpha)
+			}
+		}
+		if mean := sum / (96 * 96); mean < tc.mean-2 || mean > tc.mean+2 {
+			t.Errorf("%s: mean alpha %.2f, want %.2f", tc.name, mean, tc.mean)
+		}
+	}
+}
+
 func mustDecodePNG(t *testing.T, b []byte) *image.NRGBA {
 	t.Helper()
 	img, err := png.Decode(bytes.NewReader(b))

@@ -391,7 +391,7 @@ func checkShape(frame *vips.Image) error {
 
 // badge encodes the mask of a thumbnail whose shape has been checked.
 func badge(im *vips.Image) (*Output, error) {
-	mask, _, err := im.Badge(badgeSize, badgeContrast)
+	mask, err := im.Badge(badgeSize, badgeContrast)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}

@@ -287,15 +287,14 @@ func (im *Image) AVIF() ([]byte, error) {
 	return takeBuffer(p, n), nil
 }
 
-// Badge makes a size x size two-band image (white plus a mask as alpha) from
-// the image's shape, and reports the mask's entropy in bits.
-func (im *Image) Badge(size int, contrast float64) (*Image, float64, error) {
+// Badge makes a size x size two-band image (white plus a mask as alpha)
+// from the shape of a thumbnail that fits the square.
+func (im *Image) Badge(size int, contrast float64) (*Image, error) {
 	var out *C.VipsImage
-	var entropy C.double
-	if C.mp_badge(im.c, &out, C.int(size), C.double(contrast), &entropy) != 0 {
-		return nil, 0, opError("badge")
+	if C.mp_badge(im.c, &out, C.int(size), C.double(contrast)) != 0 {
+		return nil, opError("badge")
 	}
-	return newImage(out, nil), float64(entropy), nil
+	return newImage(out, nil), nil
 }
 
 // Entropy is the entropy, in bits, of the histogram of the image's grey

@@ -15,7 +15,7 @@ int mp_pngsave(VipsImage *in, void **buf, size_t *len);
 int mp_avifsave(VipsImage *in, void **buf, size_t *len);
 int mp_load_first(const void *buf, size_t len, int fail_on, VipsImage **out);
 int mp_entropy(VipsImage *in, double *entropy);
-int mp_badge(VipsImage *in, VipsImage **out, int size, double contrast, double *entropy);
+int mp_badge(VipsImage *in, VipsImage **out, int size, double contrast);
 int mp_loop(VipsImage *in);
 int mp_delays(VipsImage *in, int **delays, int *n);
 const char *mp_loader(VipsImage *in);
