@@ -374,6 +374,73 @@ func TestGIF(t *testing.T) {
 	checkDims(t, s.Image[0], 20, 10)
 }
 
+func TestGIFLineArt(t *testing.T) {
+	t.Parallel()
+	g, err := gif.DecodeAll(bytes.NewReader(GIFLineArt(370, 285, 4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Image) != 4 {
+		t.Fatalf("%d frames, want 4", len(g.Image))
+	}
+	inked := func(f *image.Paletted) int {
+		n := 0
+		for _, i := range f.Pix {
+			if i != f.Pix[0] {
+				n++
+			}
+		}
+		return n
+	}
+	first := g.Image[0]
+	checkDims(t, first, 370, 285)
+	if n := inked(first); n == 0 || n*100 >= len(first.Pix) {
+		t.Errorf("first frame: %d of %d pixels inked, want some but under 1%%", n, len(first.Pix))
+	}
+	for i := 1; i < len(g.Image); i++ {
+		if inked(g.Image[i]) <= inked(g.Image[i-1]) {
+			t.Errorf("frame %d adds nothing to frame %d", i, i-1)
+		}
+	}
+}
+
+func TestGlyphPNG(t *testing.T) {
+	t.Parallel()
+	ink, paper := color.NRGBA{255, 255, 255, 255}, color.NRGBA{255, 255, 255, 0}
+	img, err := png.Decode(bytes.NewReader(GlyphPNG(100, 60, ink, paper)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDims(t, img, 100, 60)
+	// image/png keeps the colour under alpha 0 in an NRGBA image.
+	for _, p := range []struct {
+		x, y int
+		want color.NRGBA
+	}{{50, 30, ink}, {50, 16, ink}, {50, 14, paper}, {0, 0, paper}, {99, 59, paper}} {
+		if got := img.(*image.NRGBA).NRGBAAt(p.x, p.y); got != p.want {
+			t.Errorf("(%d,%d) = %v, want %v", p.x, p.y, got, p.want)
+		}
+	}
+}
+
+func TestHiddenGradientPNG(t *testing.T) {
+	t.Parallel()
+	img, err := png.Decode(bytes.NewReader(HiddenGradientPNG(64, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDims(t, img, 64, 32)
+	n := img.(*image.NRGBA)
+	for i := 3; i < len(n.Pix); i += 4 {
+		if n.Pix[i] != 0 {
+			t.Fatalf("alpha %d at byte %d", n.Pix[i], i)
+		}
+	}
+	if c := distinctColours(img); c < 64*32/2 {
+		t.Errorf("%d colours stored under alpha 0", c)
+	}
+}
+
 func TestGIFManyFrames(t *testing.T) {
 	t.Parallel()
 	b := GIFManyFrames(5000)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/apng"
+	"github.com/misskey-lambda/media-proxy/shared/variant"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
 )
 
@@ -21,9 +22,9 @@ const (
 // thumbnailAPNG decodes an APNG in Go and resizes it frame by frame, so
 // memory stays at a few canvases however long the animation is. The limits
 // are checked from the headers before any pixel is decoded.
-func (t *Transformer) thumbnailAPNG(ctx context.Context, src []byte, fit vips.Fit, animated bool) (*vips.Image, error) {
+func (t *Transformer) thumbnailAPNG(ctx context.Context, src []byte, fit vips.Fit, k variant.Kind) (*vips.Image, error) {
 	lim := apng.Limits{MaxPixels: t.limits.MaxPixels, MaxFrames: t.limits.MaxFrames}
-	if !animated {
+	if !k.Box().Animated {
 		// The first frame of the animation, even when the file's default
 		// (IDAT) image is a separate still: animation-aware decoders, the
 		// browsers Misskey users see the APNG in among them, never show
@@ -32,7 +33,7 @@ func (t *Transformer) thumbnailAPNG(ctx context.Context, src []byte, fit vips.Fi
 		if err != nil {
 			return nil, apngError(err)
 		}
-		return thumbnailNRGBA(img, fit)
+		return thumbnailNRGBA(img, fit, k == variant.Badge)
 	}
 
 	d, err := apng.NewDecoder(src, lim)
@@ -56,7 +57,7 @@ func (t *Transformer) thumbnailAPNG(ctx context.Context, src []byte, fit vips.Fi
 		if err != nil {
 			return nil, apngError(err)
 		}
-		im, err := thumbnailNRGBA(f.Image, fit)
+		im, err := thumbnailNRGBA(f.Image, fit, false)
 		if err != nil {
 			return nil, err
 		}

@@ -251,10 +251,15 @@ func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
 	var err error
 	switch p.mime {
 	case "image/bmp", "image/x-icon":
-		im, err = t.thumbnailGo(p.src, p.mime, p.fit)
+		im, err = t.thumbnailGo(p.src, p.mime, p.fit, p.kind == variant.Badge)
 	case "image/apng":
-		im, err = t.thumbnailAPNG(ctx, p.src, p.fit, p.kind.Box().Animated)
+		im, err = t.thumbnailAPNG(ctx, p.src, p.fit, p.kind)
 	default:
+		if p.kind == variant.Badge {
+			if err := t.checkShapeOf(ctx, p.src, p.fit.FailOn); err != nil {
+				return nil, err
+			}
+		}
 		im, err = vips.Thumbnail(p.src, p.fit)
 		if err != nil {
 			err = fmt.Errorf("%w: %w", ErrUndecodable, err)
@@ -342,7 +347,8 @@ func jpegShrink(w, h, orientation int, fit vips.Fit) int {
 }
 
 // thumbnailGo decodes BMP and ICO in Go and hands the pixels to libvips.
-func (t *Transformer) thumbnailGo(src []byte, mime string, fit vips.Fit) (*vips.Image, error) {
+// For a badge, the decoded image's shape is checked first.
+func (t *Transformer) thumbnailGo(src []byte, mime string, fit vips.Fit, badge bool) (*vips.Image, error) {
 	var img image.Image
 	var err error
 	if mime == "image/x-icon" {
@@ -368,17 +374,23 @@ func (t *Transformer) thumbnailGo(src []byte, mime string, fit vips.Fit) (*vips.
 		nrgba = image.NewNRGBA(img.Bounds())
 		draw.Draw(nrgba, nrgba.Bounds(), img, img.Bounds().Min, draw.Src)
 	}
-	return thumbnailNRGBA(nrgba, fit)
+	return thumbnailNRGBA(nrgba, fit, badge)
 }
 
-// thumbnailNRGBA hands a whole image decoded in Go to libvips and resizes it.
-func thumbnailNRGBA(img *image.NRGBA, fit vips.Fit) (*vips.Image, error) {
+// thumbnailNRGBA hands a whole image decoded in Go to libvips and resizes
+// it. For a badge, the whole image's shape is checked first.
+func thumbnailNRGBA(img *image.NRGBA, fit vips.Fit, badge bool) (*vips.Image, error) {
 	b := img.Bounds()
 	full, err := vips.FromRGBA(img.Pix, b.Dx(), b.Dy())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}
 	defer full.Close()
+	if badge {
+		if err := checkShape(full); err != nil {
+			return nil, err
+		}
+	}
 	im, err := full.Thumbnail(fit)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
@@ -386,15 +398,49 @@ func thumbnailNRGBA(img *image.NRGBA, fit vips.Fit) (*vips.Image, error) {
 	return im, nil
 }
 
+// checkShapeOf checks the shape (see checkShape) of the first frame of an
+// image libvips decodes, read whole at its full size; an SVG at its own
+// size, within the pixel limit. That is a second decode besides the
+// thumbnail's, stopped like it when ctx ends.
+func (t *Transformer) checkShapeOf(ctx context.Context, src []byte, failOn vips.FailOn) error {
+	frame, err := vips.LoadFirst(src, failOn)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	defer frame.Close()
+	if int64(frame.Width())*int64(frame.Height()) > t.limits.MaxPixels {
+		return fmt.Errorf("%w: %dx%d", ErrTooLarge, frame.Width(), frame.Height())
+	}
+	stop := frame.KillOn(ctx)
+	defer stop()
+	return checkShape(frame)
+}
+
+// checkShape answers ErrNoEntropy for an image too uniform to make a badge
+// of, by the reference proxy's test: the entropy of the histogram of the
+// first frame's grey values, at its full size and before any of the
+// badge's operations (sharp's stats(), which it uses, reads the input
+// file, not the mask built from it). Testing the 96x96 mask instead lets
+// the letterbox alone add up to a bit: a line drawing on a flat
+// background would get a badge that the reference answers 404.
+func checkShape(frame *vips.Image) error {
+	entropy, err := frame.Entropy()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	if entropy < badgeMinEntropy {
+		return ErrNoEntropy
+	}
+	return nil
+}
+
+// badge encodes the mask of a thumbnail whose shape has been checked.
 func badge(im *vips.Image) (*Output, error) {
-	mask, entropy, err := im.Badge(badgeSize, badgeContrast)
+	mask, err := im.Badge(badgeSize, badgeContrast)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}
 	defer mask.Close()
-	if entropy < badgeMinEntropy {
-		return nil, ErrNoEntropy
-	}
 	data, err := mask.PNG()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)

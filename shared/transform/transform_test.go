@@ -238,9 +238,11 @@ func TestAPNGKinds(t *testing.T) {
 			}
 		}
 	}
-	out, err := apply(t, tr, src, variant.Badge)
-	if err != nil || out.MIME != "image/png" || out.Width != 96 || out.Frames != 1 {
-		t.Errorf("badge: %v", err)
+	// A solid frame has no shape to make a badge of: the test is on the
+	// frame itself, not on the letterboxed mask, where the letterbox is a
+	// second colour (see badge_test.go, which has APNG badges made too).
+	if _, err := apply(t, tr, src, variant.Badge); !errors.Is(err, ErrNoEntropy) {
+		t.Errorf("badge: %v, want ErrNoEntropy", err)
 	}
 }
 

@@ -165,50 +165,92 @@ int mp_pngsave(VipsImage *in, void **buf, size_t *len) {
 	return vips_pngsave_buffer(in, buf, len, "keep", VIPS_FOREIGN_KEEP_NONE, NULL);
 }
 
-// mp_badge turns a thumbnail into a size x size mask: the image flattened on
-// black, greyscale, stretched to the full range, contrast raised, centred.
-// The result has two bands, white and the mask as alpha.
-int mp_badge(VipsImage *in, VipsImage **out, int size, double contrast, double *entropy) {
+// mp_load_first opens the first frame of an image at its full size,
+// lazily, for one top-to-bottom read.
+int mp_load_first(const void *buf, size_t len, int fail_on, VipsImage **out) {
+	*out = vips_image_new_from_buffer(buf, len, "",
+		"access", VIPS_ACCESS_SEQUENTIAL,
+		"fail_on", fail_on,
+		NULL);
+	return *out ? 0 : -1;
+}
+
+// mp_entropy is the entropy, in bits, of the histogram of an image's grey
+// values: the first band after conversion to greyscale. Alpha is ignored,
+// so transparent pixels count with the colour they store.
+int mp_entropy(VipsImage *in, double *entropy) {
 	VipsObject *scope = VIPS_OBJECT(vips_image_new());
-	VipsImage **t = (VipsImage **) vips_object_local_array(scope, 11);
-	VipsImage *x;
+	VipsImage **t = (VipsImage **) vips_object_local_array(scope, 3);
+	int r = -1;
+
+	if (!vips_colourspace(in, &t[0], VIPS_INTERPRETATION_B_W, NULL) &&
+		!vips_extract_band(t[0], &t[1], 0, NULL) &&
+		!vips_hist_find(t[1], &t[2], NULL) &&
+		!vips_hist_entropy(t[2], entropy, NULL))
+		r = 0;
+	g_object_unref(scope);
+	return r;
+}
+
+// mp_badge turns a thumbnail that fits size x size into the badge mask with
+// the reference's operations, in the order its image pipeline runs them
+// (not the order its code lists them in): flatten on black, greyscale,
+// centre on a black size x size square, raise the contrast, then stretch
+// the lightness between its 1st and 99th percentiles taken over the whole
+// square, letterbox included. The result has two bands: white, and the
+// mask as alpha.
+int mp_badge(VipsImage *in, VipsImage **out, int size, double contrast) {
+	VipsObject *scope = VIPS_OBJECT(vips_image_new());
+	VipsImage **t = (VipsImage **) vips_object_local_array(scope, 15);
+	VipsImage *x = in;
+	VipsInterpretation grey;
 	int lo, hi;
 
-	// The percentiles and the histogram read the image several times, so
-	// the (small) thumbnail is rendered to memory once.
-	if (!(t[10] = vips_image_copy_memory(in)))
-		goto fail;
-	x = t[10];
 	if (vips_image_hasalpha(x)) {
 		if (vips_flatten(x, &t[0], NULL))
 			goto fail;
 		x = t[0];
 	}
 	if (vips_colourspace(x, &t[1], VIPS_INTERPRETATION_B_W, NULL) ||
-		vips_extract_band(t[1], &t[2], 0, "n", 1, NULL) ||
-		vips_cast_uchar(t[2], &t[3], NULL))
+		vips_extract_band(t[1], &t[2], 0, NULL) ||
+		vips_embed(t[2], &t[3], (size - t[2]->Xsize) / 2, (size - t[2]->Ysize) / 2, size, size,
+			"extend", VIPS_EXTEND_BLACK, NULL))
 		goto fail;
-	x = t[3];
-	// Stretch the 1st..99th percentile to 0..255, as a "normalise" does.
-	if (vips_percent(x, 1, &lo, NULL) || vips_percent(x, 99, &hi, NULL))
+	// B_W, or GREY16 for 16-bit input. The contrast is clipped to 8 bits
+	// for the one and left unclipped in float for the other (with its
+	// offset on the 8-bit scale all the same), as the reference's is.
+	grey = vips_image_get_interpretation(t[3]);
+	if (vips_linear1(t[3], &t[4], contrast, 128 - 128 * contrast,
+			"uchar", grey != VIPS_INTERPRETATION_GREY16, NULL))
 		goto fail;
-	if (hi > lo) {
-		double a = 255.0 / (hi - lo);
-		if (vips_linear1(x, &t[4], a, -lo * a, NULL))
+	// The percentiles and the stretch read the small square several
+	// times: render it once.
+	if (!(t[5] = vips_image_copy_memory(t[4])))
+		goto fail;
+	x = t[5];
+	if (vips_colourspace(x, &t[6], VIPS_INTERPRETATION_LAB, NULL) ||
+		vips_extract_band(t[6], &t[7], 0, NULL) ||
+		vips_percent(t[7], 1, &lo, NULL) ||
+		vips_percent(t[7], 99, &hi, NULL))
+		goto fail;
+	// A range of one step or less is left as it is.
+	if (abs(hi - lo) > 1) {
+		double f = 100.0 / (hi - lo);
+		if (vips_linear1(t[7], &t[8], f, -lo * f, NULL) ||
+			vips_extract_band(t[6], &t[9], 1, "n", 2, NULL) ||
+			vips_bandjoin2(t[8], t[9], &t[10], NULL) ||
+			vips_colourspace(t[10], &t[11], grey, NULL))
 			goto fail;
-		x = t[4];
+		x = t[11];
 	}
-	if (vips_linear1(x, &t[5], contrast, 128 - 128 * contrast, NULL) ||
-		vips_cast_uchar(t[5], &t[6], NULL) ||
-		vips_embed(t[6], &t[7], (size - t[6]->Xsize) / 2, (size - t[6]->Ysize) / 2, size, size,
-			"extend", VIPS_EXTEND_BLACK, NULL) ||
-		vips_hist_find(t[7], &t[8], NULL) ||
-		vips_hist_entropy(t[8], entropy, NULL))
+	if (vips_colourspace(x, &t[12], VIPS_INTERPRETATION_B_W, "source_space", grey, NULL) ||
+		vips_cast_uchar(t[12], &t[13], NULL))
 		goto fail;
+	x = t[13];
 	// White everywhere; the mask alone carries the shape.
-	if (vips_linear1(t[7], &t[9], 0, 255, "uchar", TRUE, NULL))
+	if (vips_linear1(x, &t[14], 0, 255, "uchar", TRUE, NULL))
 		goto fail;
-	if (vips_bandjoin2(t[9], t[7], out, NULL))
+	if (vips_bandjoin2(t[14], x, out, NULL))
 		goto fail;
 	(*out)->Type = VIPS_INTERPRETATION_B_W;
 	g_object_unref(scope);

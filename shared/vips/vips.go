@@ -287,15 +287,44 @@ func (im *Image) AVIF() ([]byte, error) {
 	return takeBuffer(p, n), nil
 }
 
-// Badge makes a size x size two-band image (white plus a mask as alpha) from
-// the image's shape, and reports the mask's entropy in bits.
-func (im *Image) Badge(size int, contrast float64) (*Image, float64, error) {
+// Badge makes a size x size two-band image (white plus a mask as alpha)
+// from the shape of a thumbnail that fits the square.
+func (im *Image) Badge(size int, contrast float64) (*Image, error) {
 	var out *C.VipsImage
-	var entropy C.double
-	if C.mp_badge(im.c, &out, C.int(size), C.double(contrast), &entropy) != 0 {
-		return nil, 0, opError("badge")
+	if C.mp_badge(im.c, &out, C.int(size), C.double(contrast)) != 0 {
+		return nil, opError("badge")
 	}
-	return newImage(out, nil), float64(entropy), nil
+	return newImage(out, nil), nil
+}
+
+// Entropy is the entropy, in bits, of the histogram of the image's grey
+// values (alpha ignored). It reads the whole image once: an image from
+// LoadFirst cannot be read again afterwards.
+func (im *Image) Entropy() (float64, error) {
+	var e C.double
+	if C.mp_entropy(im.c, &e) != 0 {
+		return 0, opError("entropy")
+	}
+	return float64(e), nil
+}
+
+// LoadFirst opens the first frame of buf at its full size (an SVG at its
+// own size, 72 dpi), without resizing, for one top-to-bottom read.
+func LoadFirst(buf []byte, failOn FailOn) (*Image, error) {
+	if err := Start(Options{}); err != nil {
+		return nil, err
+	}
+	if len(buf) == 0 {
+		return nil, &Error{Op: "load", Detail: "empty input"}
+	}
+	pinner := new(runtime.Pinner)
+	pinner.Pin(&buf[0])
+	var out *C.VipsImage
+	if C.mp_load_first(unsafe.Pointer(&buf[0]), C.size_t(len(buf)), C.int(failOn), &out) != 0 {
+		pinner.Unpin()
+		return nil, opError("load")
+	}
+	return newImage(out, pinner), nil
 }
 
 func takeBuffer(p unsafe.Pointer, n C.size_t) []byte {

@@ -3,6 +3,9 @@ package vips
 import (
 	"bytes"
 	"context"
+	"image"
+	"image/color"
+	"image/png"
 	"testing"
 	"time"
 
@@ -91,7 +94,7 @@ func TestBadge(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer im.Close()
-	b, entropy, err := im.Badge(96, 1.75)
+	b, err := im.Badge(96, 1.75)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,8 +102,57 @@ func TestBadge(t *testing.T) {
 	if b.Width() != 96 || b.Height() != 96 || b.Bands() != 2 {
 		t.Errorf("badge is %dx%d with %d bands", b.Width(), b.Height(), b.Bands())
 	}
-	if entropy < 0.1 {
-		t.Errorf("entropy %.3f for a detailed image", entropy)
+}
+
+func TestEntropy(t *testing.T) {
+	halves := image.NewNRGBA(image.Rect(0, 0, 8, 8))
+	for i := range halves.Pix {
+		if i%4 == 3 || i >= len(halves.Pix)/2 {
+			halves.Pix[i] = 255
+		}
+	}
+	var half bytes.Buffer
+	if err := png.Encode(&half, halves); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		src      []byte
+		min, max float64
+	}{
+		"flat":        {testmedia.FlatPNG(64, 64, color.NRGBA{0x86, 0xb3, 0x00, 0xff}), 0, 0},
+		"black/white": {half.Bytes(), 1, 1},
+		// Alpha is not looked at: the colours stored under it count.
+		"transparent, colours stored": {testmedia.HiddenGradientPNG(64, 64), 7, 8},
+		"transparent, all black":      {testmedia.TransparentPNG(64, 64), 0, 0},
+		// The first frame alone: later ones add a large red bar.
+		"first frame of line art": {testmedia.GIFLineArt(370, 285, 4), 0.01, 0.05},
+	} {
+		im, err := LoadFirst(tc.src, FailOnTruncated)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		e, err := im.Entropy()
+		im.Close()
+		if err != nil || e < tc.min-1e-9 || e > tc.max+1e-9 {
+			t.Errorf("%s: entropy %v (%v), want %v to %v", name, e, err, tc.min, tc.max)
+		}
+	}
+	// The whole frame at its own size, not shrunk on load.
+	im, err := LoadFirst(testmedia.JPEG(1024, 768, 85), FailOnTruncated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if im.Width() != 1024 || im.Height() != 768 {
+		t.Errorf("loaded %dx%d", im.Width(), im.Height())
+	}
+	// Truncation shows when the pixels are read, if not before.
+	if tr, err := LoadFirst(testmedia.Truncate(testmedia.PNG(64, 64), 2000), FailOnTruncated); err == nil {
+		_, err = tr.Entropy()
+		tr.Close()
+		if err == nil {
+			t.Error("the entropy of a truncated PNG")
+		}
 	}
 }
 
@@ -189,7 +241,7 @@ func TestRGBA(t *testing.T) {
 		t.Errorf("RGBA of a thumbnail: %d bytes, %v", len(got), err)
 	}
 	// A badge is grey and alpha: white, with the mask as alpha.
-	mask, _, err := th.Badge(8, 1.75)
+	mask, err := th.Badge(8, 1.75)
 	if err != nil {
 		t.Fatal(err)
 	}
