@@ -241,6 +241,9 @@ func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind) (*plan, e
 	shrink := int64(max(1, p.fit.JPEGShrink))
 	frame := 4 * (w / shrink) * (total / frames / shrink)
 	p.memory = frame + frames*min(out, 4*w*total/frames)
+	if k == variant.Badge {
+		p.memory += 4 * w * total / frames // the shape test decodes the first frame whole
+	}
 	return p, nil
 }
 
