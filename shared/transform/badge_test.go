@@ -203,8 +203,8 @@ func TestDeadlineStopsShapeTest(t *testing.T) {
 	if !errors.Is(err, ErrTooSlow) {
 		t.Fatalf("with a limit of %v: %v after %v, want ErrTooSlow", whole/10, err, took)
 	}
+	// A shape test that ran to its end would have said ErrNoEntropy:
+	// ErrTooSlow means libvips was stopped (no timing is asserted, the
+	// machine may be busy).
 	t.Logf("the shape test takes %v; with a limit of %v it stopped after %v", whole.Round(time.Millisecond), (whole / 10).Round(time.Millisecond), took.Round(time.Millisecond))
-	if took >= whole/2 {
-		t.Errorf("stopped after %v of a %v shape test: libvips ran to the end", took, whole)
-	}
 }

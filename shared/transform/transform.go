@@ -264,6 +264,9 @@ func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
 			}
 		}
 		im, err = vips.Thumbnail(p.src, p.fit)
+		if err == nil {
+			im, err = toSRGB(im)
+		}
 		if err != nil {
 			err = fmt.Errorf("%w: %w", ErrUndecodable, err)
 		}
@@ -303,6 +306,20 @@ func keepSource(p *plan, out *Output) bool {
 		return false
 	}
 	return len(out.Data) >= len(p.src)
+}
+
+// toSRGB brings a thumbnail that still carries a colour profile (Display
+// P3 from phones, Adobe RGB, ...) into sRGB: the encoders strip profiles,
+// and browsers read untagged pixels as sRGB. Thumbnailing converts CMYK
+// by itself but leaves RGB profiles alone. The transform runs on the
+// small thumbnail, not the source.
+func toSRGB(im *vips.Image) (*vips.Image, error) {
+	if !im.HasICC() || im.Bands() < 3 {
+		return im, nil
+	}
+	out, err := im.ToSRGB()
+	im.Close()
+	return out, err
 }
 
 // renderInProcess is the whole transform without slots, budget or time

@@ -281,3 +281,26 @@ const char *mp_loader(VipsImage *in) {
 		return "";
 	return s;
 }
+
+int mp_has_icc(VipsImage *in) {
+	return vips_image_get_typeof(in, VIPS_META_ICC_NAME) != 0;
+}
+
+// mp_to_srgb transforms an image with an embedded ICC profile to sRGB,
+// 8 bits, so that browsers (which get no profile: savers strip them)
+// show the colours the profile meant.
+int mp_to_srgb(VipsImage *in, VipsImage **out) {
+	return vips_icc_transform(in, out, "srgb", "embedded", TRUE, "depth", 8, NULL);
+}
+
+// mp_png_in_profile encodes an image as PNG with its pixels transformed
+// to the named profile and that profile embedded (for fixtures).
+int mp_png_in_profile(VipsImage *in, const char *profile, void **buf, size_t *len) {
+	VipsImage *t;
+	int r;
+	if (vips_icc_transform(in, &t, profile, "input_profile", "srgb", "depth", 8, NULL))
+		return -1;
+	r = vips_pngsave_buffer(t, buf, len, "keep", VIPS_FOREIGN_KEEP_ICC, NULL);
+	g_object_unref(t);
+	return r;
+}

@@ -374,3 +374,31 @@ func (im *Image) PagesInFile() int { return int(C.vips_image_get_n_pages(im.c)) 
 func (im *Image) IsCMYK() bool {
 	return C.vips_image_guess_interpretation(im.c) == C.VIPS_INTERPRETATION_CMYK
 }
+
+// HasICC reports whether the image carries an embedded colour profile.
+func (im *Image) HasICC() bool { return C.mp_has_icc(im.c) != 0 }
+
+// ToSRGB transforms an image with an embedded colour profile (Display P3,
+// Adobe RGB, ...) into sRGB. Encoders strip profiles, so without this a
+// wide-gamut photo would be shown with its values read as sRGB: dull.
+func (im *Image) ToSRGB() (*Image, error) {
+	var out *C.VipsImage
+	if C.mp_to_srgb(im.c, &out) != 0 {
+		return nil, opError("to srgb")
+	}
+	return newImage(out, nil), nil
+}
+
+// PNGInProfile encodes the image (taken as sRGB) as a PNG whose pixels
+// are in the named profile ("p3", "srgb", "cmyk" or a file) and which
+// embeds that profile: fixtures for colour management.
+func (im *Image) PNGInProfile(profile string) ([]byte, error) {
+	cs := C.CString(profile)
+	defer C.free(unsafe.Pointer(cs))
+	var p unsafe.Pointer
+	var n C.size_t
+	if C.mp_png_in_profile(im.c, cs, &p, &n) != 0 {
+		return nil, opError("png in profile")
+	}
+	return takeBuffer(p, n), nil
+}

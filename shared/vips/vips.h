@@ -19,3 +19,6 @@ int mp_badge(VipsImage *in, VipsImage **out, int size, double contrast);
 int mp_loop(VipsImage *in);
 int mp_delays(VipsImage *in, int **delays, int *n);
 const char *mp_loader(VipsImage *in);
+int mp_has_icc(VipsImage *in);
+int mp_to_srgb(VipsImage *in, VipsImage **out);
+int mp_png_in_profile(VipsImage *in, const char *profile, void **buf, size_t *len);
