@@ -167,7 +167,8 @@ type Fit struct {
 }
 
 // Thumbnail decodes buf with shrink-on-load and resizes it to fit the box,
-// applying EXIF orientation and importing CMYK and other profiles to sRGB.
+// applying EXIF orientation and importing CMYK to sRGB (images with an RGB
+// colour profile keep it: see ToSRGB).
 func Thumbnail(buf []byte, f Fit) (*Image, error) {
 	if err := Start(Options{}); err != nil {
 		return nil, err
