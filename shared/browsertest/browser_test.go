@@ -174,32 +174,11 @@ func tool(t *testing.T, command, pkg string) string {
 }
 
 // useS3 points the AWS SDK, as the service loads it, at the S3 stand-in
-// scripts/lib/standins.sh started, away from the machine's own AWS files,
 // and returns a new bucket with the deployed bucket's CORS rule
 // (infra/template.yaml): the page's script fetches redirected answers.
 func useS3(t *testing.T) string {
 	t.Helper()
-	env := map[string]string{}
-	for _, k := range []string{"MEDIA_PROXY_TEST_S3_ENDPOINT", "MEDIA_PROXY_TEST_S3_ACCESS_KEY", "MEDIA_PROXY_TEST_S3_SECRET_KEY"} {
-		if env[k] = os.Getenv(k); env[k] == "" {
-			need(t, "%s is not set: start the S3 stand-in with scripts/lib/standins.sh (see scripts/test)", k)
-		}
-	}
-	none := filepath.Join(t.TempDir(), "none")
-	for k, v := range map[string]string{
-		"AWS_ENDPOINT_URL_S3":         env["MEDIA_PROXY_TEST_S3_ENDPOINT"],
-		"AWS_ACCESS_KEY_ID":           env["MEDIA_PROXY_TEST_S3_ACCESS_KEY"],
-		"AWS_SECRET_ACCESS_KEY":       env["MEDIA_PROXY_TEST_S3_SECRET_KEY"],
-		"AWS_SESSION_TOKEN":           "",
-		"AWS_REGION":                  jobstest.Region,
-		"AWS_PROFILE":                 "",
-		"AWS_CONFIG_FILE":             none,
-		"AWS_SHARED_CREDENTIALS_FILE": none,
-		"AWS_EC2_METADATA_DISABLED":   "true",
-		"AWS_ENDPOINT_URL":            "",
-	} {
-		t.Setenv(k, v)
-	}
+	jobstest.UseS3(t)
 	c := jobstest.S3Client(t)
 	bucket := jobstest.NewBucket(t, c)
 	_, err := c.PutBucketCors(t.Context(), &s3.PutBucketCorsInput{
