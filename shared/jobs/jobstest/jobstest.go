@@ -74,6 +74,19 @@ func SQSEndpoint(t testing.TB) string {
 func UseStandins(t *testing.T, s3 bool) {
 	t.Helper()
 	t.Setenv("AWS_ENDPOINT_URL_SQS", SQSEndpoint(t))
+	useAWS(t, s3)
+}
+
+// UseS3 is UseStandins for a test that needs the S3 stand-in and no SQS.
+func UseS3(t *testing.T) {
+	t.Helper()
+	useAWS(t, true)
+}
+
+// useAWS sets the SDK's credentials and region, and its S3 endpoint when
+// s3 is set.
+func useAWS(t *testing.T, s3 bool) {
+	t.Helper()
 	key, secret := "test", "test"
 	if s3 {
 		v := need(t, "MEDIA_PROXY_TEST_S3_ENDPOINT", "MEDIA_PROXY_TEST_S3_ACCESS_KEY", "MEDIA_PROXY_TEST_S3_SECRET_KEY")
