@@ -1,8 +1,9 @@
 package transform_test
 
 // Benchmarks of the transforms alone, on inputs already in memory: no HTTP,
-// no fetch. BenchmarkInProcess is "the physical limit" scripts/bench compares
-// the HTTP server with; BenchmarkVariant covers the other kinds.
+// no fetch. BenchmarkInProcess is our own in-process limit, which
+// scripts/bench lists beside the baseline's (sharp's, the figure our HTTP
+// server is held against); BenchmarkVariant covers the other kinds.
 //
 //	go test -run '^$' -bench . -benchtime 10s ./shared/transform
 //

@@ -11,6 +11,8 @@
 //	    stops the command (SIGTERM, SIGKILL after 5 s).
 //	load wait -url URL [-pid P] [-timeout 60s]
 //	    Waits until URL answers 2xx.
+//	load get -url URL -out FILE
+//	    Saves one 200 answer's body (scripts/bench scores it for quality).
 //	load freeport
 //	    Prints a free loopback TCP port.
 //	load table -dir D
@@ -52,6 +54,8 @@ func main() {
 		err = cmdStartup(os.Args[2:])
 	case "wait":
 		err = cmdWait(os.Args[2:])
+	case "get":
+		err = cmdGet(os.Args[2:])
 	case "freeport":
 		err = cmdFreePort()
 	case "table":
@@ -68,7 +72,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: load run|startup|wait|freeport|table|mkbucket [flags] (see the source)")
+	fmt.Fprintln(os.Stderr, "usage: load run|startup|wait|get|freeport|table|mkbucket [flags] (see the source)")
 	os.Exit(2)
 }
 
@@ -405,4 +409,32 @@ func cmdFreePort() error {
 	defer ln.Close()
 	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
 	return nil
+}
+
+func cmdGet(args []string) error {
+	fs := flag.NewFlagSet("get", flag.ExitOnError)
+	target := fs.String("url", "", "URL; {n} is replaced by a number unique to this run")
+	out := fs.String("out", "", "file to write the body to")
+	fs.Parse(args)
+	if *target == "" || *out == "" {
+		return errors.New("get: -url and -out are needed")
+	}
+	if err := checkLoopback(*target); err != nil {
+		return err
+	}
+	u := strings.ReplaceAll(*target, "{n}", "q"+strconv.FormatInt(time.Now().UnixNano(), 10))
+	client := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
+	resp, err := client.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("get: %s answered %d", *target, resp.StatusCode)
+	}
+	return os.WriteFile(*out, body, 0o644)
 }
