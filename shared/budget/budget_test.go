@@ -199,3 +199,30 @@ func TestProcessMemory(t *testing.T) {
 		t.Errorf("cgroup v1 without a limit: %d from %q", n, from)
 	}
 }
+
+// TestBufferTrustsABackedClaim: once an eighth of the declared length has
+// arrived, the buffer grows to it in one step, leaving less garbage than
+// doubling all the way.
+func TestBufferTrustsABackedClaim(t *testing.T) {
+	b := New(Options{Bytes: 64 << 20})
+	const n = 10 << 20
+	x := b.Buffer(n)
+	grows := 0
+	data := make([]byte, n)
+	for len(data) > 0 {
+		if x.Len() == cap(x.buf) {
+			grows++
+		}
+		k := min(len(data), 4096)
+		if err := x.Write(context.Background(), data[:k]); err != nil {
+			t.Fatal(err)
+		}
+		data = data[k:]
+	}
+	// 64 KiB, 128, 256, 512 KiB, 1 MiB, 2 MiB (then 1.25 MiB are in: the
+	// claim is backed), 10 MiB: 7 allocations where doubling takes 9.
+	if grows != 7 || cap(x.buf) != n+probe {
+		t.Errorf("%d growths to a capacity of %d, want 7 to %d", grows, cap(x.buf), n+probe)
+	}
+	x.Release()
+}

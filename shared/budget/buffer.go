@@ -8,6 +8,8 @@ import (
 const (
 	// firstGrowth is the smallest buffer: most emoji fit in one.
 	firstGrowth = 64 << 10
+	// trustShare: once len >= hint/trustShare, grow to the hint.
+	trustShare = 8
 	// probe is room past a declared length, so the read that finds EOF
 	// does not double a buffer that is exactly full.
 	probe = 512
@@ -15,9 +17,11 @@ const (
 
 // Buffer collects a body in memory. It takes budget for each growth
 // before allocating it and grows by doubling as bytes arrive, so what it
-// holds follows what the sender actually sent, never what it claimed: a
-// declared length only caps the doubling, so the last step does not
-// overshoot.
+// holds follows what the sender actually sent, never what it claimed. A
+// declared length caps the doubling, so the last step does not overshoot,
+// and once an eighth of it has arrived (the claim is backed by bytes) the
+// buffer grows to it at once: every doubling leaves the old buffer as
+// garbage, which the budget does not see.
 type Buffer struct {
 	budget *Budget
 	buf    []byte
@@ -70,6 +74,9 @@ func (x *Buffer) grow(ctx context.Context) error {
 	next := max(2*c, firstGrowth)
 	if x.hint >= 0 && c < x.hint+probe {
 		next = min(next, x.hint+probe)
+		if int64(len(x.buf)) >= x.hint/trustShare {
+			next = x.hint + probe
+		}
 	}
 	got, err := x.budget.Acquire(ctx, next-c)
 	if err != nil {
