@@ -12,7 +12,7 @@
 //
 // The machine's CPU is not throttled by the memory size as Lambda's is:
 // the CPU time measured here is turned into Lambda time by the caller
-// (scripts/lambda-bench) with AWS's rule, one vCPU at 1769 MB.
+// (scripts/bench-lambda) with AWS's rule, one vCPU at 1769 MB.
 package main
 
 import (
