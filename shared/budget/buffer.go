@@ -34,21 +34,6 @@ func (b *Budget) Buffer(hint int64) *Buffer {
 	return &Buffer{budget: b, hint: hint}
 }
 
-// Write appends p, taking budget as needed.
-func (x *Buffer) Write(ctx context.Context, p []byte) error {
-	for len(p) > 0 {
-		if len(x.buf) == cap(x.buf) {
-			if err := x.grow(ctx); err != nil {
-				return err
-			}
-		}
-		n := copy(x.buf[len(x.buf):cap(x.buf)], p)
-		x.buf = x.buf[:len(x.buf)+n]
-		p = p[n:]
-	}
-	return nil
-}
-
 // Fill reads r to its end. Waiting for budget stops with ctx, or with
 // ErrBusy past the budget's bounds; the bytes read so far stay held.
 func (x *Buffer) Fill(ctx context.Context, r io.Reader) error {

@@ -145,7 +145,7 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 	start := time.Now()
 	resp, err := p.fetcher.Get(ctx, src.String())
 	if err != nil {
-		return nil, fetchError(ctx, err)
+		return nil, FetchError(ctx, err)
 	}
 	buf := p.opts.Budget.Buffer(resp.ContentLength)
 	done := false
@@ -157,7 +157,7 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 	}()
 	if k != variant.Original {
 		if err := resp.LimitTo(p.opts.MaxConvertSize); err != nil {
-			return nil, fetchError(ctx, err)
+			return nil, FetchError(ctx, err)
 		}
 	}
 	if err := buf.Fill(ctx, io.LimitReader(resp.Body, sniff.HeadSize)); err != nil {
@@ -186,7 +186,7 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 			resp.Body.Close()
 			res.Data = buf.Bytes()
 			res.Meta.Size = int64(len(res.Data))
-			res.Meta.ETag = ETag(res.Data)
+			res.Meta.ETag = store.ETag(res.Data)
 			res.BytesIn = res.Meta.Size
 			return res, nil
 		}
@@ -202,7 +202,7 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 		return nil, &Error{Status: http.StatusNotFound, Source: true, Err: fmt.Errorf("type %s cannot be converted", typ.MIME)}
 	}
 	if err := resp.LimitTo(p.opts.MaxConvertSize); err != nil { // an SVG asked for unchanged
-		return nil, fetchError(ctx, err)
+		return nil, FetchError(ctx, err)
 	}
 	if err := buf.Fill(ctx, resp.Body); err != nil {
 		return nil, readError(ctx, err)
@@ -222,7 +222,7 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 		Meta: store.Meta{
 			ContentType: out.MIME,
 			Disposition: disposition.Inline(disposition.Filename(remoteDisposition, src, []string{out.Ext})),
-			ETag:        ETag(out.Data),
+			ETag:        store.ETag(out.Data),
 			Size:        int64(len(out.Data)),
 		},
 		Data:      out.Data,
@@ -236,17 +236,15 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 	}, nil
 }
 
-// ETag is the entity tag of b (see store.ETag).
-func ETag(b []byte) string { return store.ETag(b) }
-
 type readCloser struct {
 	io.Reader
 	io.Closer
 }
 
-// fetchError gives a fetch failure its status. A failure while the work's
-// own context is done (every client gone) says nothing about the source.
-func fetchError(ctx context.Context, err error) error {
+// FetchError gives a failure of the origin (the fetch, or reading its
+// body) its status and Retry-After. A failure while the work's own
+// context is done (every client gone) says nothing about the source.
+func FetchError(ctx context.Context, err error) error {
 	status := fetch.StatusOf(err)
 	if status == 0 {
 		status = StatusOf(err)
@@ -259,13 +257,13 @@ func fetchError(ctx context.Context, err error) error {
 	return &Error{Status: status, RetryAfter: retry, Source: ctx.Err() == nil, Err: err}
 }
 
-// readError is fetchError for errors while buffering the body, which may
+// readError is FetchError for errors while buffering the body, which may
 // also be the memory budget's.
 func readError(ctx context.Context, err error) error {
 	if errors.Is(err, budget.ErrBusy) {
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
 	}
-	return fetchError(ctx, err)
+	return FetchError(ctx, err)
 }
 
 func transformError(ctx context.Context, err error) error {

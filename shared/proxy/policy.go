@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -264,7 +263,7 @@ func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Res
 	cancel()
 	if src.err != nil {
 		// The origin failed mid-body: that is the source's failure.
-		return nil, &pipeline.Error{Status: pipelineStatus(src.err), Source: ctx.Err() == nil, Err: src.err}
+		return nil, pipeline.FetchError(ctx, src.err)
 	}
 	if err != nil {
 		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("store large body: %w", err)}
@@ -276,14 +275,6 @@ func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Res
 		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("read back large body: %w", err)}
 	}
 	return e, nil
-}
-
-// pipelineStatus is the status of a read error from a streamed body.
-func pipelineStatus(err error) int {
-	if s := fetch.StatusOf(err); s != 0 {
-		return s
-	}
-	return pipeline.StatusOf(err)
 }
 
 // sourceReader remembers the first read error of the origin's body, which

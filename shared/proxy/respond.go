@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -111,12 +112,11 @@ func notModified(w http.ResponseWriter, r *http.Request, rec *record, etag strin
 // splitETags reads an If-None-Match list; weak tags compare by their
 // opaque part, as RFC 9110's weak comparison says.
 func splitETags(s string) []string {
-	var out []string
-	for _, t := range bytes.Split([]byte(s), []byte(",")) {
-		t = bytes.TrimPrefix(bytes.TrimSpace(t), []byte("W/"))
-		out = append(out, string(t))
+	tags := strings.Split(s, ",")
+	for i, t := range tags {
+		tags[i] = strings.TrimPrefix(strings.TrimSpace(t), "W/")
 	}
-	return out
+	return tags
 }
 
 // writeBody writes a complete in-memory body (none for HEAD) with 200.
