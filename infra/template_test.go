@@ -17,6 +17,7 @@ import (
 	"github.com/awslabs/goformation/v7/cloudformation/lambda"
 
 	"github.com/misskey-lambda/media-proxy/shared/config"
+	"github.com/misskey-lambda/media-proxy/shared/fetch"
 )
 
 // cloudFrontDomain stands for the distribution's domain that scripts/deploy
@@ -254,7 +255,7 @@ func TestEnvironmentValues(t *testing.T) {
 		for k, want := range map[string]string{
 			"MEDIA_PROXY_STORE":           "s3://" + refOf("MediaBucket") + "/",
 			"MEDIA_PROXY_PUBLIC_BASE_URL": "https://" + cloudFrontDomain,
-			"MEDIA_PROXY_USER_AGENT":      config.DefaultUserAgent,
+			"MEDIA_PROXY_USER_AGENT":      fetch.DefaultUserAgent,
 			"MEDIA_PROXY_MAX_SIZE":        strconv.FormatInt(cfg.MaxSize, 10),
 			"MEDIA_PROXY_METRICS":         "emf",    // the dashboard's per-variant graphs
 			"GOMEMLIMIT":                  "819MiB", // 80 % of the default 1024 MB

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -19,7 +20,10 @@ import (
 
 func main() {
 	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "proxy:", err)
+		// One line each: config.Load reports every bad variable.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "proxy:", line)
+		}
 		os.Exit(1)
 	}
 }

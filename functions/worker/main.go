@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/aws/aws-lambda-go/lambda"
 
@@ -19,7 +20,10 @@ import (
 
 func main() {
 	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "worker:", err)
+		// One line each: config.Load reports every bad variable.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "worker:", line)
+		}
 		os.Exit(1)
 	}
 }
@@ -29,17 +33,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	concurrency, err := worker.ConcurrencyFromEnv(os.Getenv, worker.ConcurrencyFor(cfg.MemoryBudget, cfg.MaxConvertSize))
-	if err != nil {
-		return err
-	}
 	// The worker only runs jobs; it must not queue more of them.
-	cfg.Queue = "none"
+	cfg.Queue = config.Queue{Kind: config.QueueNone}
 	log := service.NewLogger(cfg.LogLevel)
 	svc, err := service.New(context.Background(), cfg, log)
 	if err != nil {
 		return err
 	}
-	lambda.Start(worker.New(svc.Runner, concurrency, log).Handle)
+	lambda.Start(worker.New(svc.Runner, cfg.WorkerConcurrency, log).Handle)
 	return nil
 }

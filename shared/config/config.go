@@ -1,9 +1,15 @@
 // Package config reads the proxy's settings from environment variables. The
-// README's configuration table documents each of them; names are fixed
-// because deployment templates and scripts rely on them.
+// README's configuration table documents each of them (a test holds the two
+// together); names are fixed because deployment templates and scripts rely
+// on them.
+//
+// Every variable is one entry of settings: its name, its default and how
+// it is parsed. Load reads them all and reports every bad one at once,
+// one line each, before anything starts.
 package config
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,6 +24,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
+	"github.com/misskey-lambda/media-proxy/shared/s3store"
 	"golang.org/x/net/http/httpproxy"
 )
 
@@ -31,13 +38,17 @@ type Config struct {
 	BindAddress string
 	// MaxConnections caps the local server's open connections.
 	MaxConnections int
-	// WriteTimeout drops a client whose response makes no progress.
+	// WriteTimeout drops a client whose response makes no progress (0:
+	// never).
 	WriteTimeout time.Duration
-	// Store is "dir:<path>", "s3://<bucket>/<prefix>" or "none".
-	Store string
-	// Queue is "local", an SQS queue URL, or "none".
-	Queue         string
-	PublicBaseURL string
+	// Store is where variants are kept.
+	Store Store
+	// Queue is where sibling precompute jobs go.
+	Queue Queue
+	// WorkerConcurrency is how many jobs of one SQS batch the worker
+	// function runs at once.
+	WorkerConcurrency int
+	PublicBaseURL     string
 	// InlineHitsBelow answers stored variants smaller than this directly
 	// instead of redirecting (0: always redirect).
 	InlineHitsBelow int64
@@ -73,7 +84,8 @@ type Config struct {
 	MaxFrames            int
 	TransformConcurrency int
 	TransformTimeout     time.Duration
-	VipsConcurrency      int
+	// VipsConcurrency is libvips' threads per image (0: libvips' default).
+	VipsConcurrency int
 
 	ContentSecurityPolicy string
 	AllowOrigin           string
@@ -85,78 +97,197 @@ type Config struct {
 	Metrics bool
 }
 
-// DefaultUserAgent identifies the proxy to remote servers.
-const DefaultUserAgent = "MisskeyMediaProxy/1.0 (+https://github.com/misskey-lambda/media-proxy)"
+// StoreKind is the kind of store MEDIA_PROXY_STORE names.
+type StoreKind string
+
+const (
+	StoreDir  StoreKind = "dir"
+	StoreS3   StoreKind = "s3"
+	StoreNone StoreKind = "none"
+)
+
+// Store is MEDIA_PROXY_STORE, parsed.
+type Store struct {
+	Kind StoreKind
+	// Dir is a dir: store's folder.
+	Dir string
+	// Bucket and Prefix are an s3:// store's (the prefix empty or ending
+	// in a slash).
+	Bucket, Prefix string
+}
+
+func (s Store) String() string {
+	switch s.Kind {
+	case StoreDir:
+		return "dir:" + s.Dir
+	case StoreS3:
+		return "s3://" + s.Bucket + "/" + s.Prefix
+	}
+	return string(s.Kind)
+}
+
+// QueueKind is the kind of queue MEDIA_PROXY_QUEUE names.
+type QueueKind string
+
+const (
+	// QueueLocal runs jobs in this process.
+	QueueLocal QueueKind = "local"
+	// QueueSQS sends jobs to an SQS queue, for the worker function.
+	QueueSQS QueueKind = "sqs"
+	// QueueNone drops them.
+	QueueNone QueueKind = "none"
+)
+
+// Queue is MEDIA_PROXY_QUEUE, parsed.
+type Queue struct {
+	Kind QueueKind
+	// URL is an SQS queue's URL.
+	URL string
+}
+
+func (q Queue) String() string {
+	if q.Kind == QueueSQS {
+		return q.URL
+	}
+	return string(q.Kind)
+}
+
+// MaxWorkerConcurrency is the most jobs of a batch the worker runs at
+// once by default. Jobs mostly wait on remote servers; the transformer
+// bounds the CPU-heavy part.
+const MaxWorkerConcurrency = 4
+
+// setting is one environment variable.
+type setting struct {
+	name string
+	// def is the value parsed when the variable is unset, as the README
+	// writes it; "" when there is none or it is worked out at start, as
+	// auto says (in the README's words).
+	def, auto string
+	// lower: the lower-case spelling is read too, as net/http does.
+	lower bool
+	// parse reads a set (or default) value into c; its error says what
+	// is accepted.
+	parse func(c *Config, v string) error
+}
+
+// settings lists every variable Load reads, in the README's order.
+func settings() []setting {
+	return []setting{
+		{name: "PORT", def: "3000", parse: func(c *Config, v string) error {
+			if n, err := strconv.Atoi(v); err != nil || n < 0 || n > 65535 {
+				return errors.New("want a port number, 0 to 65535")
+			}
+			c.Port = v
+			return nil
+		}},
+		{name: "MEDIA_PROXY_BIND_ADDRESS", auto: "all interfaces", parse: text(func(c *Config) *string { return &c.BindAddress })},
+		{name: "MEDIA_PROXY_MAX_CONNECTIONS", def: "1024", parse: integer(func(c *Config) *int { return &c.MaxConnections }, 1)},
+		{name: "MEDIA_PROXY_WRITE_TIMEOUT", def: "30s", parse: duration(func(c *Config) *time.Duration { return &c.WriteTimeout }, 0)},
+		{name: "MEDIA_PROXY_STORE", auto: "`dir:<user cache dir>/misskey-media-proxy`", parse: func(c *Config, v string) (err error) {
+			c.Store, err = parseStore(v)
+			return err
+		}},
+		{name: "MEDIA_PROXY_STORE_MAX_SIZE", auto: "10 GiB, at most a quarter of the filesystem", parse: integer(func(c *Config) *int64 { return &c.StoreMaxSize }, 0)},
+		{name: "MEDIA_PROXY_QUEUE", auto: "`local` (`none` on Lambda)", parse: func(c *Config, v string) (err error) {
+			c.Queue, err = parseQueue(v)
+			return err
+		}},
+		{name: "MEDIA_PROXY_WORKER_CONCURRENCY", auto: fmt.Sprintf("the memory budget divided by `MEDIA_PROXY_MAX_CONVERT_SIZE`, 1 to %d", MaxWorkerConcurrency),
+			parse: integer(func(c *Config) *int { return &c.WorkerConcurrency }, 1)},
+		{name: "MEDIA_PROXY_PUBLIC_BASE_URL", parse: func(c *Config, v string) error {
+			if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" {
+				return errors.New("want an http(s) URL such as https://cdn.example.com")
+			}
+			c.PublicBaseURL = strings.TrimRight(v, "/")
+			return nil
+		}},
+		{name: "MEDIA_PROXY_INLINE_HITS_BELOW", def: "0", parse: integer(func(c *Config) *int64 { return &c.InlineHitsBelow }, 0)},
+		{name: "MEDIA_PROXY_PRESIGN_TTL", def: durationText(s3store.DefaultPresignTTL), parse: duration(func(c *Config) *time.Duration { return &c.PresignTTL }, 1)},
+		{name: "MEDIA_PROXY_S3_PATH_STYLE", def: "false", parse: boolean(func(c *Config) *bool { return &c.S3PathStyle })},
+		{name: "MEDIA_PROXY_S3_LIFECYCLE_DAYS", auto: "unknown", parse: integer(func(c *Config) *int { return &c.S3LifecycleDays }, 0)},
+		{name: "MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS", parse: func(c *Config, v string) (err error) {
+			if c.AllowedPrivate, err = fetch.ParsePrefixes(v); err != nil {
+				return fmt.Errorf("want CIDRs separated by commas, such as 10.0.0.0/8,fd00::/8 (%v)", err)
+			}
+			return nil
+		}},
+		{name: "MEDIA_PROXY_ALLOWED_PORTS", def: fetch.DefaultPorts, parse: func(c *Config, v string) (err error) {
+			if c.AllowedPorts, err = fetch.ParsePorts(v); err != nil {
+				return fmt.Errorf("want ports and ranges separated by commas, such as 80,443,8000-8999 (%v)", err)
+			}
+			return nil
+		}},
+		{name: "MEDIA_PROXY_MAX_SIZE", def: strconv.Itoa(fetch.DefaultMaxSize), parse: integer(func(c *Config) *int64 { return &c.MaxSize }, 1)},
+		{name: "MEDIA_PROXY_MAX_CONVERT_SIZE", def: strconv.Itoa(50 << 20), parse: integer(func(c *Config) *int64 { return &c.MaxConvertSize }, 1)},
+		{name: "MEDIA_PROXY_MEMORY_BUDGET", auto: "half of the process's memory", parse: integer(func(c *Config) *int64 { return &c.MemoryBudget }, 1)},
+		{name: "MEDIA_PROXY_USER_AGENT", def: fetch.DefaultUserAgent, parse: text(func(c *Config) *string { return &c.UserAgent })},
+		{name: "MEDIA_PROXY_CONNECT_TIMEOUT", def: durationText(fetch.DefaultConnectTimeout), parse: duration(func(c *Config) *time.Duration { return &c.ConnectTimeout }, 1)},
+		{name: "MEDIA_PROXY_RESPONSE_TIMEOUT", def: durationText(fetch.DefaultResponseTimeout), parse: duration(func(c *Config) *time.Duration { return &c.ResponseTimeout }, 1)},
+		{name: "MEDIA_PROXY_FETCH_TIMEOUT", def: durationText(fetch.DefaultTimeout), parse: duration(func(c *Config) *time.Duration { return &c.FetchTimeout }, 1)},
+		{name: "MEDIA_PROXY_MAX_PIXELS", def: "100000000", parse: integer(func(c *Config) *int64 { return &c.MaxPixels }, 1)},
+		{name: "MEDIA_PROXY_MAX_FRAMES", def: "1000", parse: integer(func(c *Config) *int { return &c.MaxFrames }, 1)},
+		{name: "MEDIA_PROXY_TRANSFORM_CONCURRENCY", auto: "number of CPUs", parse: integer(func(c *Config) *int { return &c.TransformConcurrency }, 1)},
+		{name: "MEDIA_PROXY_TRANSFORM_TIMEOUT", def: "20s", parse: duration(func(c *Config) *time.Duration { return &c.TransformTimeout }, 1)},
+		{name: "MEDIA_PROXY_VIPS_CONCURRENCY", auto: "libvips' default", parse: integer(func(c *Config) *int { return &c.VipsConcurrency }, 0)},
+		{name: "MEDIA_PROXY_CSP", def: "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'", parse: text(func(c *Config) *string { return &c.ContentSecurityPolicy })},
+		{name: "MEDIA_PROXY_CORS_ALLOW_ORIGIN", def: "*", parse: text(func(c *Config) *string { return &c.AllowOrigin })},
+		{name: "MEDIA_PROXY_CORS_ALLOW_HEADERS", def: "*", parse: text(func(c *Config) *string { return &c.AllowHeaders })},
+		{name: "MEDIA_PROXY_CORS_ALLOW_METHODS", def: "GET, HEAD, OPTIONS", parse: text(func(c *Config) *string { return &c.AllowMethods })},
+		{name: "MEDIA_PROXY_LOG_LEVEL", def: "info", parse: func(c *Config, v string) error {
+			switch strings.ToLower(v) {
+			case "debug", "info", "warn", "error":
+				return c.LogLevel.UnmarshalText([]byte(v))
+			}
+			return errors.New("want debug, info, warn or error")
+		}},
+		{name: "MEDIA_PROXY_METRICS", auto: "`emf` on Lambda, else `none`", parse: func(c *Config, v string) error {
+			switch v {
+			case "emf", "none":
+				c.Metrics = v == "emf"
+				return nil
+			}
+			return errors.New("want emf or none")
+		}},
+		{name: "HTTP_PROXY", lower: true, parse: text(func(c *Config) *string { return &c.OutgoingProxy.HTTPProxy })},
+		{name: "HTTPS_PROXY", lower: true, parse: text(func(c *Config) *string { return &c.OutgoingProxy.HTTPSProxy })},
+		{name: "NO_PROXY", lower: true, parse: text(func(c *Config) *string { return &c.OutgoingProxy.NoProxy })},
+		{name: "MEDIA_PROXY_TRUST_OUTGOING_PROXY", def: "false", parse: boolean(func(c *Config) *bool { return &c.TrustOutgoingProxy })},
+	}
+}
 
 // Load reads the configuration through getenv (os.Getenv in production).
+// The error names every variable that is wrong, one line each, with what
+// it accepts.
 func Load(getenv func(string) string) (Config, error) {
-	e := env{getenv: getenv}
-	c := Config{
-		Port:                  e.str("PORT", "3000"),
-		BindAddress:           e.str("MEDIA_PROXY_BIND_ADDRESS", ""),
-		MaxConnections:        int(e.integer("MEDIA_PROXY_MAX_CONNECTIONS", 1024)),
-		WriteTimeout:          e.duration("MEDIA_PROXY_WRITE_TIMEOUT", 30*time.Second),
-		StoreMaxSize:          e.integer("MEDIA_PROXY_STORE_MAX_SIZE", 0),
-		S3LifecycleDays:       int(e.integer("MEDIA_PROXY_S3_LIFECYCLE_DAYS", 0)),
-		InlineHitsBelow:       e.integer("MEDIA_PROXY_INLINE_HITS_BELOW", 0),
-		TrustOutgoingProxy:    e.boolean("MEDIA_PROXY_TRUST_OUTGOING_PROXY", false),
-		MaxConvertSize:        e.integer("MEDIA_PROXY_MAX_CONVERT_SIZE", 50<<20),
-		MemoryBudget:          e.integer("MEDIA_PROXY_MEMORY_BUDGET", 0),
-		TransformTimeout:      e.duration("MEDIA_PROXY_TRANSFORM_TIMEOUT", 20*time.Second),
-		Store:                 e.str("MEDIA_PROXY_STORE", ""),
-		Queue:                 e.str("MEDIA_PROXY_QUEUE", ""),
-		PublicBaseURL:         strings.TrimRight(e.str("MEDIA_PROXY_PUBLIC_BASE_URL", ""), "/"),
-		S3PathStyle:           e.boolean("MEDIA_PROXY_S3_PATH_STYLE", false),
-		PresignTTL:            e.duration("MEDIA_PROXY_PRESIGN_TTL", time.Hour),
-		MaxSize:               e.integer("MEDIA_PROXY_MAX_SIZE", 250<<20),
-		UserAgent:             e.str("MEDIA_PROXY_USER_AGENT", DefaultUserAgent),
-		ConnectTimeout:        e.duration("MEDIA_PROXY_CONNECT_TIMEOUT", 30*time.Second),
-		ResponseTimeout:       e.duration("MEDIA_PROXY_RESPONSE_TIMEOUT", 30*time.Second),
-		FetchTimeout:          e.duration("MEDIA_PROXY_FETCH_TIMEOUT", 60*time.Second),
-		MaxPixels:             e.integer("MEDIA_PROXY_MAX_PIXELS", 100_000_000),
-		MaxFrames:             int(e.integer("MEDIA_PROXY_MAX_FRAMES", 1000)),
-		TransformConcurrency:  int(e.integer("MEDIA_PROXY_TRANSFORM_CONCURRENCY", int64(runtime.GOMAXPROCS(0)))),
-		VipsConcurrency:       int(e.integer("MEDIA_PROXY_VIPS_CONCURRENCY", 0)),
-		ContentSecurityPolicy: e.str("MEDIA_PROXY_CSP", "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'"),
-		AllowOrigin:           e.str("MEDIA_PROXY_CORS_ALLOW_ORIGIN", "*"),
-		AllowHeaders:          e.str("MEDIA_PROXY_CORS_ALLOW_HEADERS", "*"),
-		AllowMethods:          e.str("MEDIA_PROXY_CORS_ALLOW_METHODS", "GET, HEAD, OPTIONS"),
-	}
-	if lvl := e.str("MEDIA_PROXY_LOG_LEVEL", "info"); e.err == nil {
-		if err := c.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
-			e.err = fmt.Errorf("MEDIA_PROXY_LOG_LEVEL: %w", err)
+	var c Config
+	var errs []error
+	set := map[string]bool{}
+	for _, s := range settings() {
+		v := strings.TrimSpace(getenv(s.name))
+		if v == "" && s.lower {
+			v = strings.TrimSpace(getenv(strings.ToLower(s.name)))
 		}
-	}
-	if raw := e.str("MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS", ""); raw != "" && e.err == nil {
-		p, err := fetch.ParsePrefixes(raw)
-		if err != nil {
-			e.err = fmt.Errorf("MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS: %w", err)
+		set[s.name] = v != ""
+		if v == "" {
+			v = s.def
 		}
-		c.AllowedPrivate = p
-	}
-	if raw := e.str("MEDIA_PROXY_ALLOWED_PORTS", ""); raw != "" && e.err == nil {
-		p, err := fetch.ParsePorts(raw)
-		if err != nil {
-			e.err = fmt.Errorf("MEDIA_PROXY_ALLOWED_PORTS: %w", err)
+		if v == "" {
+			continue
 		}
-		c.AllowedPorts = p
-	}
-	if e.err != nil {
-		return Config{}, e.err
+		if err := s.parse(&c, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", s.name, v, err))
+		}
 	}
 	c.OnLambda = getenv("AWS_LAMBDA_RUNTIME_API") != ""
+
 	// An outgoing proxy resolves target names again, after the address
 	// check: DNS rebinding could then reach the proxy's own network. Only
 	// an admin who makes the proxy enforce egress rules may use one.
-	c.OutgoingProxy = httpproxy.Config{
-		HTTPProxy:  either(getenv, "HTTP_PROXY"),
-		HTTPSProxy: either(getenv, "HTTPS_PROXY"),
-		NoProxy:    either(getenv, "NO_PROXY"),
-	}
 	if (c.OutgoingProxy.HTTPProxy != "" || c.OutgoingProxy.HTTPSProxy != "") && !c.TrustOutgoingProxy {
-		return Config{}, fmt.Errorf("HTTP_PROXY or HTTPS_PROXY is set: an outgoing proxy resolves names itself, so the proxy's address checks cannot cover DNS rebinding; unset it, or set MEDIA_PROXY_TRUST_OUTGOING_PROXY=true if that proxy refuses private and internal destinations itself")
+		errs = append(errs, errors.New("HTTP_PROXY or HTTPS_PROXY is set: an outgoing proxy resolves names itself, so the proxy's address checks cannot cover DNS rebinding; unset it, or set MEDIA_PROXY_TRUST_OUTGOING_PROXY=true if that proxy refuses private and internal destinations itself"))
 	}
-	if c.MemoryBudget == 0 {
+	if !set["MEDIA_PROXY_MEMORY_BUDGET"] {
 		// Half of what the process may use: the rest is the runtime,
 		// libvips' threads and output buffers.
 		mem, from := budget.ProcessMemory(getenv)
@@ -167,44 +298,72 @@ func Load(getenv func(string) string) (Config, error) {
 	} else {
 		c.MemoryFrom = "MEDIA_PROXY_MEMORY_BUDGET"
 	}
-	if c.Store == "" {
+	if !set["MEDIA_PROXY_STORE"] {
 		if c.OnLambda {
-			return Config{}, fmt.Errorf("MEDIA_PROXY_STORE must be set on Lambda (s3://bucket/prefix or none)")
+			errs = append(errs, errors.New(`MEDIA_PROXY_STORE: must be set on Lambda: want s3://<bucket>/<prefix> or none`))
 		}
-		c.Store = "dir:" + defaultStoreDir()
+		c.Store = Store{Kind: StoreDir, Dir: defaultStoreDir()}
 	}
-	switch e.str("MEDIA_PROXY_METRICS", "") {
-	case "emf":
-		c.Metrics = true
-	case "none":
-	case "":
+	if !set["MEDIA_PROXY_METRICS"] {
 		c.Metrics = c.OnLambda
-	default:
-		return Config{}, fmt.Errorf("MEDIA_PROXY_METRICS: want emf or none")
 	}
-	if c.Queue == "" {
-		c.Queue = "local"
+	if !set["MEDIA_PROXY_QUEUE"] {
+		c.Queue = Queue{Kind: QueueLocal}
 		if c.OnLambda {
-			c.Queue = "none"
+			c.Queue = Queue{Kind: QueueNone}
 		}
 	}
-	if err := c.validate(); err != nil {
+	if !set["MEDIA_PROXY_TRANSFORM_CONCURRENCY"] {
+		c.TransformConcurrency = runtime.GOMAXPROCS(0)
+	}
+	if !set["MEDIA_PROXY_WORKER_CONCURRENCY"] {
+		c.WorkerConcurrency = workerConcurrency(c.MemoryBudget, c.MaxConvertSize)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
 }
 
-func (c Config) validate() error {
+// workerConcurrency is the default batch concurrency for a memory budget:
+// as many jobs as can each hold a source of perJob bytes, from 1 to
+// MaxWorkerConcurrency. A job that still finds the budget full waits, or
+// comes back later.
+func workerConcurrency(budget, perJob int64) int {
+	if perJob <= 0 {
+		return MaxWorkerConcurrency
+	}
+	return int(max(1, min(MaxWorkerConcurrency, budget/perJob)))
+}
+
+func parseStore(v string) (Store, error) {
+	const want = "want dir:<path>, s3://<bucket>/<prefix> or none"
 	switch {
-	case c.Store == "none", strings.HasPrefix(c.Store, "dir:") && len(c.Store) > 4, strings.HasPrefix(c.Store, "s3://") && len(c.Store) > 5:
-	default:
-		return fmt.Errorf("MEDIA_PROXY_STORE: want dir:<path>, s3://<bucket>/<prefix> or none, got %q", c.Store)
+	case v == "none":
+		return Store{Kind: StoreNone}, nil
+	case strings.HasPrefix(v, "dir:") && len(v) > len("dir:"):
+		return Store{Kind: StoreDir, Dir: strings.TrimPrefix(v, "dir:")}, nil
+	case strings.HasPrefix(v, "s3://"):
+		bucket, prefix, err := s3store.ParseURL(v)
+		if err != nil {
+			return Store{}, fmt.Errorf("%s (%v)", want, err)
+		}
+		return Store{Kind: StoreS3, Bucket: bucket, Prefix: prefix}, nil
 	}
-	if c.MaxSize <= 0 || c.MaxConvertSize <= 0 || c.MaxPixels <= 0 || c.MaxFrames <= 0 || c.TransformConcurrency <= 0 ||
-		c.MemoryBudget <= 0 || c.MaxConnections <= 0 || c.TransformTimeout <= 0 || c.StoreMaxSize < 0 || c.WriteTimeout < 0 || c.S3LifecycleDays < 0 || c.InlineHitsBelow < 0 {
-		return fmt.Errorf("size, pixel, frame, memory, connection, time and concurrency limits must be positive")
+	return Store{}, errors.New(want)
+}
+
+func parseQueue(v string) (Queue, error) {
+	switch v {
+	case "local":
+		return Queue{Kind: QueueLocal}, nil
+	case "none":
+		return Queue{Kind: QueueNone}, nil
 	}
-	return nil
+	if u, err := url.Parse(v); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && strings.Trim(u.Path, "/") != "" {
+		return Queue{Kind: QueueSQS, URL: v}, nil
+	}
+	return Queue{}, errors.New("want local, none or an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)")
 }
 
 // defaultStoreDir is under the user's cache folder, or the temp folder
@@ -216,66 +375,60 @@ func defaultStoreDir() string {
 	return filepath.Join(os.TempDir(), "misskey-media-proxy")
 }
 
-// either reads an upper-case variable or, unset, its lower-case spelling,
-// as net/http does.
-func either(getenv func(string) string, name string) string {
-	if v := getenv(name); v != "" {
-		return v
-	}
-	return getenv(strings.ToLower(name))
-}
-
 // ProxyFunc chooses the outgoing proxy for a request, from OutgoingProxy.
 func (c Config) ProxyFunc() func(*http.Request) (*url.URL, error) {
 	f := c.OutgoingProxy.ProxyFunc()
 	return func(r *http.Request) (*url.URL, error) { return f(r.URL) }
 }
 
-// env reads variables and keeps the first parse error.
-type env struct {
-	getenv func(string) string
-	err    error
+// durationText writes a default duration as the README does: 30s, 1h.
+func durationText(d time.Duration) string {
+	if d%time.Hour == 0 {
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	}
+	return strconv.FormatInt(int64(d/time.Second), 10) + "s"
 }
 
-func (e *env) str(name, def string) string {
-	if v := strings.TrimSpace(e.getenv(name)); v != "" {
-		return v
+func text(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		*field(c) = v
+		return nil
 	}
-	return def
 }
 
-func (e *env) integer(name string, def int64) int64 {
-	v := e.str(name, "")
-	if v == "" {
-		return def
+func integer[T int | int64](field func(*Config) *T, least int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < least || int64(T(n)) != n {
+			return fmt.Errorf("want a whole number, %d or more", least)
+		}
+		*field(c) = T(n)
+		return nil
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil && e.err == nil {
-		e.err = fmt.Errorf("%s: want an integer, got %q", name, v)
-	}
-	return n
 }
 
-func (e *env) boolean(name string, def bool) bool {
-	v := e.str(name, "")
-	if v == "" {
-		return def
+// duration reads a duration of at least least (0 or 1: positive).
+func duration(field func(*Config) *time.Duration, least time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < least {
+			if least > 0 {
+				return errors.New("want a duration above 0, such as 30s or 2m")
+			}
+			return errors.New("want a duration such as 30s or 2m, or 0")
+		}
+		*field(c) = d
+		return nil
 	}
-	b, err := strconv.ParseBool(v)
-	if err != nil && e.err == nil {
-		e.err = fmt.Errorf("%s: want true or false, got %q", name, v)
-	}
-	return b
 }
 
-func (e *env) duration(name string, def time.Duration) time.Duration {
-	v := e.str(name, "")
-	if v == "" {
-		return def
+func boolean(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		*field(c) = b
+		return nil
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil && e.err == nil {
-		e.err = fmt.Errorf("%s: want a duration such as 30s, got %q", name, v)
-	}
-	return d
 }

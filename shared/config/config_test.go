@@ -16,7 +16,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Port != "3000" || !strings.HasPrefix(c.Store, "dir:") || c.Queue != "local" || c.MaxSize != 250<<20 ||
+	if c.Port != "3000" || c.Store.Kind != StoreDir || c.Store.Dir == "" || c.Queue.Kind != QueueLocal || c.MaxSize != 250<<20 ||
 		c.FetchTimeout != 60*time.Second || c.MaxPixels != 100_000_000 || c.AllowOrigin != "*" || c.OnLambda {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -33,7 +33,7 @@ func TestLambdaDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.OnLambda || c.Queue != "none" {
+	if !c.OnLambda || c.Queue.Kind != QueueNone || c.Store != (Store{Kind: StoreS3, Bucket: "bucket", Prefix: "prefix/"}) {
 		t.Errorf("on Lambda: %+v", c)
 	}
 }
@@ -52,7 +52,7 @@ func TestParsing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Port != "8080" || c.Store != "none" || len(c.AllowedPrivate) != 2 || c.MaxSize != 1000 ||
+	if c.Port != "8080" || c.Store.Kind != StoreNone || len(c.AllowedPrivate) != 2 || c.MaxSize != 1000 ||
 		c.FetchTimeout != 5*time.Second || !c.S3PathStyle || c.LogLevel.String() != "DEBUG" || c.PublicBaseURL != "https://cdn.example" {
 		t.Errorf("parsed: %+v", c)
 	}
@@ -108,7 +108,7 @@ func TestLimitsAndBudget(t *testing.T) {
 	if c.MemoryBudget > 512<<20 || c.MemoryBudget <= 0 || !strings.HasPrefix(c.MemoryFrom, "half of") {
 		t.Errorf("default budget %d (%s), want at most 512 MiB", c.MemoryBudget, c.MemoryFrom)
 	}
-	if c.MaxConvertSize >= c.MaxSize || len(c.AllowedPorts) != 0 || c.BindAddress != "" ||
+	if c.MaxConvertSize >= c.MaxSize || len(c.AllowedPorts) != 2 || c.BindAddress != "" ||
 		c.MaxConnections <= 0 || c.WriteTimeout <= 0 || c.TransformTimeout <= 0 {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -136,6 +136,85 @@ func TestLimitsAndBudget(t *testing.T) {
 	} {
 		if _, err := load(vars); err == nil {
 			t.Errorf("%s: accepted %v", name, vars)
+		}
+	}
+}
+
+// TestEveryBadVariable: every wrong variable gets its own line naming it
+// and what it accepts, all in one error.
+func TestEveryBadVariable(t *testing.T) {
+	_, err := load(map[string]string{
+		"MEDIA_PROXY_MAX_SIZE":        "-1",
+		"MEDIA_PROXY_FETCH_TIMEOUT":   "-5s",
+		"MEDIA_PROXY_QUEUE":           "redis://x",
+		"MEDIA_PROXY_STORE":           "ftp://x",
+		"MEDIA_PROXY_LOG_LEVEL":       "loud",
+		"MEDIA_PROXY_MAX_CONNECTIONS": "0",
+	})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for _, want := range []string{
+		`MEDIA_PROXY_MAX_SIZE="-1": want a whole number, 1 or more`,
+		`MEDIA_PROXY_FETCH_TIMEOUT="-5s": want a duration above 0`,
+		`MEDIA_PROXY_QUEUE="redis://x": want local, none or an SQS queue URL`,
+		`MEDIA_PROXY_STORE="ftp://x": want dir:<path>, s3://<bucket>/<prefix> or none`,
+		`MEDIA_PROXY_LOG_LEVEL="loud": want debug, info, warn or error`,
+		`MEDIA_PROXY_MAX_CONNECTIONS="0": want a whole number, 1 or more`,
+	} {
+		n := 0
+		for _, l := range lines {
+			if strings.HasPrefix(l, want) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d lines start with %q in:\n%v", n, want, err)
+		}
+	}
+	if len(lines) != 6 {
+		t.Errorf("%d lines for 6 bad variables:\n%v", len(lines), err)
+	}
+}
+
+// TestNegativeDurations: a negative duration is refused, not replaced by
+// a default further down.
+func TestNegativeDurations(t *testing.T) {
+	for _, s := range settings() {
+		if !strings.HasSuffix(s.name, "_TIMEOUT") && !strings.HasSuffix(s.name, "_TTL") {
+			continue
+		}
+		if _, err := load(map[string]string{s.name: "-1s"}); err == nil || !strings.Contains(err.Error(), s.name) {
+			t.Errorf("%s=-1s: %v", s.name, err)
+		}
+	}
+}
+
+func TestWorkerConcurrency(t *testing.T) {
+	// A 1 GiB Lambda (512 MiB budget) runs the usual 4 jobs of up to 50
+	// MiB at once; a 256 MiB one runs 2, and a budget below one job
+	// still runs one.
+	for _, tt := range []struct {
+		budget, perJob string
+		want           int
+	}{
+		{"536870912", "52428800", 4},
+		{"134217728", "52428800", 2},
+		{"10485760", "52428800", 1},
+	} {
+		c, err := load(map[string]string{"MEDIA_PROXY_MEMORY_BUDGET": tt.budget, "MEDIA_PROXY_MAX_CONVERT_SIZE": tt.perJob})
+		if err != nil || c.WorkerConcurrency != tt.want {
+			t.Errorf("budget %s, per job %s: %d, %v; want %d", tt.budget, tt.perJob, c.WorkerConcurrency, err, tt.want)
+		}
+	}
+	c, err := load(map[string]string{"MEDIA_PROXY_WORKER_CONCURRENCY": "8"})
+	if err != nil || c.WorkerConcurrency != 8 {
+		t.Errorf("set to 8: %d, %v", c.WorkerConcurrency, err)
+	}
+	for _, v := range []string{"0", "-1", "many"} {
+		if _, err := load(map[string]string{"MEDIA_PROXY_WORKER_CONCURRENCY": v}); err == nil {
+			t.Errorf("%q accepted", v)
 		}
 	}
 }

@@ -45,16 +45,24 @@ import (
 	"time"
 )
 
-// DefaultUserAgent is sent when Config.UserAgent is empty.
-const DefaultUserAgent = "MisskeyMediaProxy"
+// Defaults for the zero fields of Config; package config uses the same
+// values for the variables that set them.
+const (
+	// DefaultUserAgent identifies the proxy to remote servers.
+	DefaultUserAgent       = "MisskeyMediaProxy/1.0 (+https://github.com/misskey-lambda/media-proxy)"
+	DefaultMaxSize         = 250 << 20
+	DefaultConnectTimeout  = 30 * time.Second
+	DefaultResponseTimeout = 30 * time.Second
+	DefaultTimeout         = 60 * time.Second
+)
 
 // Config configures a Client. Zero fields take the documented defaults.
 type Config struct {
 	UserAgent       string         // sent on every request; default DefaultUserAgent
-	MaxSize         int64          // bytes; default 250 << 20 when 0
-	ConnectTimeout  time.Duration  // DNS + TCP connect + TLS handshake; default 30s
-	ResponseTimeout time.Duration  // from request sent to response headers; default 30s
-	Timeout         time.Duration  // whole fetch including reading the body; default 60s
+	MaxSize         int64          // bytes; default DefaultMaxSize when 0
+	ConnectTimeout  time.Duration  // DNS + TCP connect + TLS handshake; default DefaultConnectTimeout
+	ResponseTimeout time.Duration  // from request sent to response headers; default DefaultResponseTimeout
+	Timeout         time.Duration  // whole fetch including reading the body; default DefaultTimeout
 	MaxRedirects    int            // default 10 when 0; negative disables redirects
 	AllowedPrivate  []netip.Prefix // ranges exempt from the SSRF block (MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS)
 	// AllowedPorts are the destination ports that may be fetched from
@@ -79,16 +87,16 @@ func (cfg Config) withDefaults() Config {
 		cfg.UserAgent = DefaultUserAgent
 	}
 	if cfg.MaxSize <= 0 {
-		cfg.MaxSize = 250 << 20
+		cfg.MaxSize = DefaultMaxSize
 	}
 	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 30 * time.Second
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.ResponseTimeout <= 0 {
-		cfg.ResponseTimeout = 30 * time.Second
+		cfg.ResponseTimeout = DefaultResponseTimeout
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 60 * time.Second
+		cfg.Timeout = DefaultTimeout
 	}
 	switch {
 	case cfg.MaxRedirects == 0:

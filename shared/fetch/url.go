@@ -264,8 +264,17 @@ func endsInNumber(host string) bool {
 // PortRange is an inclusive range of TCP ports; a single port has Lo == Hi.
 type PortRange struct{ Lo, Hi uint16 }
 
-// defaultPorts are the ports allowed when Config.AllowedPorts is empty.
-var defaultPorts = []PortRange{{80, 80}, {443, 443}}
+// DefaultPorts are the ports allowed when Config.AllowedPorts is empty, as
+// ParsePorts reads them.
+const DefaultPorts = "80,443"
+
+var defaultPorts = func() []PortRange {
+	p, err := ParsePorts(DefaultPorts)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}()
 
 // ParsePorts parses a list of ports and ranges separated by commas and/or
 // whitespace, as in MEDIA_PROXY_ALLOWED_PORTS: "80,443,8000-8999". Ports

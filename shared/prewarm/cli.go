@@ -111,8 +111,8 @@ func run(ctx context.Context, o cliOptions, getenv func(string) string, stdout, 
 	if err != nil {
 		return err
 	}
-	if o.queueURL == "" && !o.local && sqsqueue.IsQueueURL(cfg.Queue) {
-		o.queueURL = cfg.Queue
+	if o.queueURL == "" && !o.local && cfg.Queue.Kind == config.QueueSQS {
+		o.queueURL = cfg.Queue.URL
 	}
 	if o.queueURL == "" && !o.local && !o.dryRun {
 		return fmt.Errorf("%w: no queue: pass --queue <SQS queue URL> (or set MEDIA_PROXY_QUEUE to one), or --local", errUsage)
@@ -137,7 +137,7 @@ func run(ctx context.Context, o cliOptions, getenv func(string) string, stdout, 
 	}
 	if o.local {
 		// The worker's wiring: the same store and pipeline as the proxy.
-		cfg.Queue = "none"
+		cfg.Queue = config.Queue{Kind: config.QueueNone}
 		log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: max(cfg.LogLevel, slog.LevelWarn)}))
 		svc, err := service.New(ctx, cfg, log)
 		if err != nil {

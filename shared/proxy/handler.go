@@ -23,20 +23,13 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/store"
 )
 
-// Headers are the headers sent on every response, errors included.
+// Headers are the headers sent on every response, errors included; their
+// defaults are package config's (MEDIA_PROXY_CSP, MEDIA_PROXY_CORS_*).
 type Headers struct {
 	ContentSecurityPolicy string
 	AllowOrigin           string
 	AllowHeaders          string
 	AllowMethods          string
-}
-
-// DefaultHeaders match the reference proxy.
-var DefaultHeaders = Headers{
-	ContentSecurityPolicy: "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'",
-	AllowOrigin:           "*",
-	AllowHeaders:          "*",
-	AllowMethods:          "GET, HEAD, OPTIONS",
 }
 
 // Set writes the headers into hd.

@@ -596,7 +596,7 @@ func FuzzHandlerQuery(f *testing.F) {
 		Pipeline:  testPipeline(fetcher),
 		Canonical: fetcher.Canonical,
 		Store:     store.None{},
-		Headers:   proxy.DefaultHeaders,
+		Headers:   testHeaders,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -609,7 +609,7 @@ func FuzzHandlerQuery(f *testing.F) {
 			t.Fatalf("query %q answered %d %q", raw, rec.Code, rec.Body.Bytes())
 		}
 		hd := rec.Header()
-		if hd.Get("Content-Security-Policy") != proxy.DefaultHeaders.ContentSecurityPolicy || hd.Get("X-Content-Type-Options") != "nosniff" {
+		if hd.Get("Content-Security-Policy") != testHeaders.ContentSecurityPolicy || hd.Get("X-Content-Type-Options") != "nosniff" {
 			t.Fatalf("query %q: security headers missing: %v", raw, hd)
 		}
 		ct := hd.Get("Content-Type")

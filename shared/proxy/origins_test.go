@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/config"
 	"github.com/misskey-lambda/media-proxy/shared/fetch/fetchtest"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/s3store"
@@ -51,13 +52,12 @@ func answer(t *testing.T, p *httptest.Server, src, flags string) (int, http.Head
 }
 
 // storeDir is the folder of a service's dir store.
-func storeDir(t *testing.T, store string) string {
+func storeDir(t *testing.T, store config.Store) string {
 	t.Helper()
-	d, ok := strings.CutPrefix(store, "dir:")
-	if !ok {
+	if store.Kind != config.StoreDir {
 		t.Fatalf("not a dir store: %s", store)
 	}
-	return d
+	return store.Dir
 }
 
 // markers lists the failure markers in a dir store.

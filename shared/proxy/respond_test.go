@@ -20,7 +20,7 @@ import (
 func TestReplies(t *testing.T) {
 	body := []byte("0123456789abcdefghij") // 20 bytes
 	meta := store.Meta{ContentType: "video/mp4", Disposition: `inline; filename="v.mp4"`, ETag: `"14-abc"`, Size: int64(len(body))}
-	h := New(Config{Headers: DefaultHeaders, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h := New(Config{Headers: Headers{ContentSecurityPolicy: "default-src 'none'", AllowOrigin: "*"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 
 	kinds := map[string]func() reply{
 		"bytes": func() reply { return reply{kind: replyBytes, meta: meta, data: body} },

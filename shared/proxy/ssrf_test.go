@@ -201,7 +201,7 @@ func newStack(t *testing.T, o stackOptions) *httptest.Server {
 		Pipeline:    testPipeline(f),
 		Canonical:   f.Canonical,
 		Store:       o.store,
-		Headers:     proxy.DefaultHeaders,
+		Headers:     testHeaders,
 		Logger:      log,
 		InlineLimit: o.inlineLimit,
 		Precompute:  o.precompute,
@@ -586,4 +586,13 @@ func TestSSRFEndToEnd(t *testing.T) {
 	t.Logf("SSRF: %d/%d attempts refused (%d distinct, the rest re-run on the real wiring; %d DNS lookups answered by the test); "+
 		"%d target listeners (ipv6 %v) including the trap proxy accepted %d connections",
 		refused, attempts, len(cases)+1, lookups.Load(), listeners, ipv6, conns)
+}
+
+// testHeaders are the default headers (see csp), for handlers built by
+// hand.
+var testHeaders = proxy.Headers{
+	ContentSecurityPolicy: csp,
+	AllowOrigin:           "*",
+	AllowHeaders:          "*",
+	AllowMethods:          "GET, HEAD, OPTIONS",
 }

@@ -16,19 +16,22 @@ import (
 // the worker function, "none" (or a store that keeps nothing) drops them,
 // which OpenQueue reports as a nil Enqueuer.
 func OpenQueue(ctx context.Context, cfg config.Config, r *jobs.Runner, log *slog.Logger) (jobs.Enqueuer, error) {
-	switch {
-	case cfg.Queue == "none", cfg.Store == "none":
+	if cfg.Store.Kind == config.StoreNone {
 		return nil, nil
-	case cfg.Queue == "local":
+	}
+	switch cfg.Queue.Kind {
+	case config.QueueNone:
+		return nil, nil
+	case config.QueueLocal:
 		return localqueue.New(r, localqueue.Options{}, log), nil
-	case sqsqueue.IsQueueURL(cfg.Queue):
-		q, err := sqsqueue.Open(ctx, cfg.Queue)
+	case config.QueueSQS:
+		q, err := sqsqueue.Open(ctx, cfg.Queue.URL)
 		if err != nil {
 			return nil, fmt.Errorf("MEDIA_PROXY_QUEUE: %w", err)
 		}
 		return q, nil
 	}
-	return nil, fmt.Errorf("MEDIA_PROXY_QUEUE: want local, none or an SQS queue URL, got %q", cfg.Queue)
+	return nil, fmt.Errorf("queue %q: not a config.Queue from config.Load", cfg.Queue)
 }
 
 // Close lets the in-process queue finish its jobs, by ctx's deadline. The

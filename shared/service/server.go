@@ -41,7 +41,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	s.Logger.Info("listening", "addr", ln.Addr().String(), "store", s.Config.Store,
+	s.Logger.Info("listening", "addr", ln.Addr().String(), "store", s.Config.Store.String(),
 		"max_connections", s.Config.MaxConnections, "memory_budget", s.Config.MemoryBudget, "memory_budget_from", s.Config.MemoryFrom)
 	select {
 	case err := <-errc:

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
@@ -53,6 +52,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	if err := vips.Start(vips.Options{Concurrency: cfg.VipsConcurrency}); err != nil {
 		return nil, err
 	}
+	log.Info("libvips started", "threads_per_image", cfg.VipsConcurrency)
 	st, err := OpenStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
@@ -116,24 +116,20 @@ func NewFetcher(cfg config.Config) *fetch.Client {
 
 // OpenStore opens the store MEDIA_PROXY_STORE names.
 func OpenStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.Store, error) {
-	switch {
-	case cfg.Store == "none":
+	switch cfg.Store.Kind {
+	case config.StoreNone:
 		return store.None{}, nil
-	case strings.HasPrefix(cfg.Store, "dir:"):
-		return store.NewDir(strings.TrimPrefix(cfg.Store, "dir:"), store.DirOptions{MaxBytes: cfg.StoreMaxSize, Logger: log})
-	case strings.HasPrefix(cfg.Store, "s3://"):
-		bucket, prefix, err := s3store.ParseURL(cfg.Store)
-		if err != nil {
-			return nil, err
-		}
+	case config.StoreDir:
+		return store.NewDir(cfg.Store.Dir, store.DirOptions{MaxBytes: cfg.StoreMaxSize, Logger: log})
+	case config.StoreS3:
 		return s3store.Open(ctx, s3store.Config{
-			Bucket:        bucket,
-			Prefix:        prefix,
+			Bucket:        cfg.Store.Bucket,
+			Prefix:        cfg.Store.Prefix,
 			PublicBaseURL: cfg.PublicBaseURL,
 			PathStyle:     cfg.S3PathStyle,
 			PresignTTL:    cfg.PresignTTL,
 			Lifetime:      time.Duration(cfg.S3LifecycleDays) * 24 * time.Hour,
 		})
 	}
-	return nil, fmt.Errorf("MEDIA_PROXY_STORE %q is not supported", cfg.Store)
+	return nil, fmt.Errorf("store %q: not a config.Store from config.Load", cfg.Store)
 }

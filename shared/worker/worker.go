@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -20,13 +19,6 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/emf"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 )
-
-// MaxConcurrency is the most jobs of a batch run at once by default. Jobs
-// mostly wait on remote servers; the transformer bounds the CPU-heavy part.
-const MaxConcurrency = 4
-
-// ConcurrencyEnv names the variable that overrides DefaultConcurrency.
-const ConcurrencyEnv = "MEDIA_PROXY_WORKER_CONCURRENCY"
 
 // deadlineReserve is kept back from the invocation's deadline so jobs cut
 // short still get reported as failures, instead of the whole batch being
@@ -45,40 +37,14 @@ type Handler struct {
 	log         *slog.Logger
 }
 
-// New returns a Handler running up to concurrency jobs at once.
+// New returns a Handler running up to concurrency jobs at once
+// (MEDIA_PROXY_WORKER_CONCURRENCY; at least one).
 func New(r Runner, concurrency int, log *slog.Logger) *Handler {
-	if concurrency <= 0 {
-		concurrency = MaxConcurrency
-	}
+	concurrency = max(concurrency, 1)
 	if log == nil {
 		log = slog.Default()
 	}
 	return &Handler{runner: r, concurrency: concurrency, log: log}
-}
-
-// ConcurrencyFor is the default batch concurrency for a memory budget:
-// as many jobs as can each hold a source of perJob bytes, from 1 to
-// MaxConcurrency. A job that still finds the budget full waits, or comes
-// back later.
-func ConcurrencyFor(budget, perJob int64) int {
-	if perJob <= 0 {
-		return MaxConcurrency
-	}
-	return int(max(1, min(int64(MaxConcurrency), budget/perJob)))
-}
-
-// ConcurrencyFromEnv reads MEDIA_PROXY_WORKER_CONCURRENCY through getenv,
-// or gives def when it is unset.
-func ConcurrencyFromEnv(getenv func(string) string, def int) (int, error) {
-	v := getenv(ConcurrencyEnv)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%s: want a positive integer, got %q", ConcurrencyEnv, v)
-	}
-	return n, nil
 }
 
 // Handle runs the batch's jobs and names the messages to deliver again.

@@ -449,36 +449,3 @@ func TestDeadlineReportsUnfinished(t *testing.T) {
 		t.Errorf("failures %v, want all 5", failedIDs(resp))
 	}
 }
-
-func TestConcurrencyFromEnv(t *testing.T) {
-	for v, want := range map[string]int{"": 3, "1": 1, "8": 8} {
-		got, err := worker.ConcurrencyFromEnv(func(string) string { return v }, 3)
-		if err != nil || got != want {
-			t.Errorf("%q: %d, %v; want %d", v, got, err, want)
-		}
-	}
-	for _, v := range []string{"0", "-1", "many"} {
-		if _, err := worker.ConcurrencyFromEnv(func(string) string { return v }, 3); err == nil {
-			t.Errorf("%q accepted", v)
-		}
-	}
-}
-
-// TestConcurrencyForBudget: a 1 GiB Lambda (512 MiB budget) runs the
-// usual 4 jobs of up to 50 MiB at once; a 256 MiB one runs 2, and a budget
-// below one job still runs one.
-func TestConcurrencyForBudget(t *testing.T) {
-	for _, tt := range []struct {
-		budget, perJob int64
-		want           int
-	}{
-		{512 << 20, 50 << 20, 4},
-		{128 << 20, 50 << 20, 2},
-		{10 << 20, 50 << 20, 1},
-		{512 << 20, 0, 4},
-	} {
-		if got := worker.ConcurrencyFor(tt.budget, tt.perJob); got != tt.want {
-			t.Errorf("ConcurrencyFor(%d, %d) = %d, want %d", tt.budget, tt.perJob, got, tt.want)
-		}
-	}
-}
