@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 )
 
 // Resolver looks up host names. *net.Resolver satisfies it.
@@ -347,7 +349,7 @@ func (c *Client) dialer(trusted bool) *net.Dialer {
 			}
 			ap, err := netip.ParseAddrPort(address)
 			if err != nil {
-				return &Error{Status: http.StatusForbidden, Msg: "refusing to connect to " + address, Err: ErrBlocked}
+				return &problem.Error{Status: http.StatusForbidden, Msg: "refusing to connect to " + address, Err: ErrBlocked}
 			}
 			if !c.policy.permitted(ap.Addr()) {
 				return blocked("", ap.Addr())

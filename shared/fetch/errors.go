@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 )
 
 // Sentinel errors; test with errors.Is.
@@ -25,75 +26,50 @@ var (
 	ErrRemoteStatus = errors.New("unexpected remote status")
 )
 
-// Error carries the HTTP status the proxy should answer with.
-type Error struct {
-	Status int    // HTTP status for the proxy's own response
-	Msg    string // what went wrong, without the cause
-	Err    error  // cause; may be nil
-	// RetryAfter is the origin's Retry-After (capped at one hour) when it
-	// answered 429 or 503 with a valid one; 0 otherwise.
-	RetryAfter time.Duration
-}
-
-func (e *Error) Error() string {
-	if e.Err == nil {
-		return e.Msg
-	}
-	return e.Msg + ": " + e.Err.Error()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// StatusOf returns the status carried by the first *Error in err's chain,
-// or 0 if there is none.
-func StatusOf(err error) int {
-	var fe *Error
-	if errors.As(err, &fe) {
-		return fe.Status
-	}
-	return 0
-}
-
-func badURL(msg string, err error) *Error {
+func badURL(msg string, err error) *problem.Error {
 	if err == nil {
 		err = ErrBadURL
 	} else {
 		err = fmt.Errorf("%w: %w", ErrBadURL, err)
 	}
-	return &Error{Status: http.StatusBadRequest, Msg: msg, Err: err}
+	return &problem.Error{Status: http.StatusBadRequest, Msg: msg, Err: err}
 }
 
-func blocked(host string, addr fmt.Stringer) *Error {
+func blocked(host string, addr fmt.Stringer) *problem.Error {
 	msg := "refusing to connect to " + addr.String()
 	if host != "" && host != addr.String() {
 		msg = fmt.Sprintf("refusing to connect to %s (%s)", host, addr)
 	}
-	return &Error{Status: http.StatusForbidden, Msg: msg, Err: ErrBlocked}
+	return &problem.Error{Status: http.StatusForbidden, Msg: msg, Err: ErrBlocked}
 }
 
-func tooLarge(limit int64) *Error {
-	return &Error{
+func tooLarge(limit int64) *problem.Error {
+	return &problem.Error{
 		Status: http.StatusRequestEntityTooLarge,
 		Msg:    fmt.Sprintf("response exceeds %d bytes", limit),
 		Err:    ErrTooLarge,
 	}
 }
 
-// classify wraps a transport-level error in an *Error with the status the
+// classify wraps a transport-level error in an *problem.Error with the status the
 // proxy should answer with. ctx is the request context, whose deadline is the
 // overall timeout.
-func classify(ctx context.Context, msg string, err error) *Error {
-	var fe *Error
+func classify(ctx context.Context, msg string, err error) *problem.Error {
+	var fe *problem.Error
 	if errors.As(err, &fe) {
 		// Raised by our own hooks (dial policy, redirect checks, size limit);
 		// keep their status but the full chain for the message.
-		return &Error{Status: fe.Status, Msg: msg, Err: err}
+		return &problem.Error{Status: fe.Status, Msg: msg, Err: err}
 	}
-	if isTimeout(ctx, err) {
-		return &Error{Status: http.StatusGatewayTimeout, Msg: msg, Err: fmt.Errorf("%w: %w", ErrTimeout, err)}
+	switch {
+	case isTimeout(ctx, err):
+		return &problem.Error{Status: http.StatusGatewayTimeout, Msg: msg, Err: fmt.Errorf("%w: %w", ErrTimeout, err)}
+	case ctx.Err() != nil:
+		// The caller went away.
+		return &problem.Error{Status: problem.Status(ctx.Err()), Msg: msg, Err: err}
 	}
-	// Refused, reset, DNS failure, TLS failure, caller cancellation...
-	return &Error{Status: http.StatusBadGateway, Msg: msg, Err: err}
+	// Refused, reset, DNS failure, TLS failure...
+	return &problem.Error{Status: http.StatusBadGateway, Msg: msg, Err: err}
 }
 
 func isTimeout(ctx context.Context, err error) bool {

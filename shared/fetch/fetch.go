@@ -43,6 +43,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 )
 
 // Defaults for the zero fields of Config; package config uses the same
@@ -170,7 +172,7 @@ func (c *Client) CloseIdleConnections() { c.tr.CloseIdleConnections() }
 type Response struct {
 	// Body is bounded by MaxSize or a lower LimitTo (reading past it returns
 	// an error wrapping ErrTooLarge) and by the overall Timeout. Read errors
-	// are *Error values.
+	// are *problem.Error values.
 	Body          io.ReadCloser
 	ContentLength int64       // -1 when unknown
 	Header        http.Header // remote headers; never trust Content-Type
@@ -180,7 +182,7 @@ type Response struct {
 }
 
 // LimitTo lowers the size cap of this response to n bytes, counting what
-// has already been read. It returns a 413 *Error wrapping ErrTooLarge at once
+// has already been read. It returns a 413 *problem.Error wrapping ErrTooLarge at once
 // if the declared ContentLength or the bytes already read exceed n;
 // otherwise reading past n fails with that error. A cap is never raised. It
 // must not be called concurrently with reads; the caller still closes Body.
@@ -197,8 +199,8 @@ func (r *Response) LimitTo(n int64) error {
 
 // Get fetches rawURL in its canonical form (see Canonical). On success the
 // caller must Close the Response body; closing it also releases the overall
-// timeout. Errors are *Error values carrying the status the proxy should
-// answer with (see StatusOf).
+// timeout. Errors are *problem.Error values carrying the status the proxy should
+// answer with (see problem.Status).
 func (c *Client) Get(ctx context.Context, rawURL string) (*Response, error) {
 	u, err := c.Canonical(rawURL)
 	if err != nil {
@@ -277,17 +279,17 @@ func (c *Client) Fetch(ctx context.Context, rawURL string) ([]byte, *Response, e
 // keep clients away for no good reason.
 const maxRetryAfter = time.Hour
 
-func checkStatus(resp *http.Response, now time.Time) *Error {
+func checkStatus(resp *http.Response, now time.Time) *problem.Error {
 	code := resp.StatusCode
 	msg := "remote returned " + resp.Status
-	var e *Error
+	var e *problem.Error
 	switch {
 	case code >= 200 && code <= 299:
 		return nil
 	case code >= 400 && code <= 499:
-		e = &Error{Status: code, Msg: msg, Err: ErrRemoteStatus}
+		e = &problem.Error{Status: code, Msg: msg, Err: ErrRemoteStatus}
 	default: // 5xx, and 1xx/3xx we could not follow
-		e = &Error{Status: http.StatusBadGateway, Msg: msg, Err: ErrRemoteStatus}
+		e = &problem.Error{Status: http.StatusBadGateway, Msg: msg, Err: ErrRemoteStatus}
 	}
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
@@ -326,7 +328,7 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 
 func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) > c.cfg.MaxRedirects {
-		return &Error{
+		return &problem.Error{
 			Status: http.StatusBadGateway,
 			Msg:    fmt.Sprintf("stopped after %d redirects", c.cfg.MaxRedirects),
 			Err:    ErrTooManyRedirects,
@@ -334,7 +336,7 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	}
 	u, err := c.canonical(req.URL)
 	if err != nil {
-		return &Error{Status: http.StatusForbidden, Msg: "refusing redirect to " + Redact(req.URL), Err: err}
+		return &problem.Error{Status: http.StatusForbidden, Msg: "refusing redirect to " + Redact(req.URL), Err: err}
 	}
 	// Request what a caller would key on had it asked for this URL.
 	req.URL, req.Host = u, u.Host
@@ -343,7 +345,7 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
-// body enforces the size cap and maps read errors to *Error.
+// body enforces the size cap and maps read errors to *problem.Error.
 type body struct {
 	rc     io.ReadCloser
 	ctx    context.Context

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 )
 
 // All tests use loopback only. Hosts other than 127.0.0.0/8 and ::1 appear
@@ -195,8 +197,8 @@ func checkErr(t *testing.T, err error, status int, target error) {
 	if err == nil {
 		t.Fatalf("got no error, want status %d", status)
 	}
-	if got := StatusOf(err); got != status {
-		t.Errorf("StatusOf(%v) = %d, want %d", err, got, status)
+	if got := problem.Status(err); got != status {
+		t.Errorf("problem.Status(%v) = %d, want %d", err, got, status)
 	}
 	if target != nil && !errors.Is(err, target) {
 		t.Errorf("error %v does not wrap %v", err, target)
@@ -946,9 +948,9 @@ func TestRetryAfter(t *testing.T) {
 	} {
 		_, err := c.Get(t.Context(), srv.URL+tt.path)
 		checkErr(t, err, tt.status, ErrRemoteStatus)
-		var fe *Error
+		var fe *problem.Error
 		if !errors.As(err, &fe) {
-			t.Fatalf("%s: %v is not an *Error", tt.path, err)
+			t.Fatalf("%s: %v is not a *problem.Error", tt.path, err)
 		}
 		if fe.RetryAfter < tt.lo || fe.RetryAfter > tt.hi {
 			t.Errorf("%s: RetryAfter = %v, want %v..%v", tt.path, fe.RetryAfter, tt.lo, tt.hi)
@@ -1071,4 +1073,22 @@ func TestLimitTo(t *testing.T) {
 		}
 		checkTooLarge(resp.LimitTo(size-1), size-1)
 	})
+}
+
+// TestCallerGone: a caller that goes away mid-fetch is not an origin
+// failure (502) nor a timeout (504): problem.Status says the client left.
+func TestCallerGone(t *testing.T) {
+	arrived := make(chan struct{})
+	srv, _ := serveHTTP(t, listen(t, "127.0.0.1:0"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		waitForever(r)
+	}))
+	c := newTestClient(t, Config{AllowedPrivate: []netip.Prefix{loopback}})
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		<-arrived
+		cancel()
+	}()
+	_, err := c.Get(ctx, srv.URL+"/slow.png")
+	checkErr(t, err, problem.StatusClientGone, context.Canceled)
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 )
 
 // FuzzParseURL checks Canonical, the URL gate in front of every fetch and
@@ -37,13 +39,13 @@ func FuzzParseURL(f *testing.F) {
 	def := New(Config{})
 	f.Fuzz(func(t *testing.T, raw string) {
 		// The default ports refuse with 403, never accept what all ports refuse.
-		if _, err := def.Canonical(raw); err != nil && !(StatusOf(err) == http.StatusBadRequest && errors.Is(err, ErrBadURL)) &&
-			!(StatusOf(err) == http.StatusForbidden && errors.Is(err, ErrBlocked)) {
+		if _, err := def.Canonical(raw); err != nil && !(problem.Status(err) == http.StatusBadRequest && errors.Is(err, ErrBadURL)) &&
+			!(problem.Status(err) == http.StatusForbidden && errors.Is(err, ErrBlocked)) {
 			t.Fatalf("Canonical(%q) with default ports = %v: want a 400 ErrBadURL or a 403 ErrBlocked", raw, err)
 		}
 		u, err := all.Canonical(raw)
 		if err != nil {
-			if StatusOf(err) != http.StatusBadRequest || !errors.Is(err, ErrBadURL) {
+			if problem.Status(err) != http.StatusBadRequest || !errors.Is(err, ErrBadURL) {
 				t.Fatalf("Canonical(%q) = %v: want a 400 wrapping ErrBadURL", raw, err)
 			}
 			return

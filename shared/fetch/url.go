@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 	"golang.org/x/net/idna"
 )
 
@@ -44,7 +45,7 @@ var hostProfile = idna.New(
 //     in the path, space, non-ASCII and "<>\^`{|}; in the query, space
 //     (which would split the request line).
 //
-// Canonical(Canonical(x).String()) gives the same URL. Errors are *Error
+// Canonical(Canonical(x).String()) gives the same URL. Errors are *problem.Error
 // values: 400 wrapping ErrBadURL for malformed or refused URLs, 403 wrapping
 // ErrBlocked for a port that is not allowed.
 func (c *Client) Canonical(raw string) (*url.URL, error) {
@@ -325,8 +326,8 @@ func (c *Client) portAllowed(port uint16) bool {
 	return false
 }
 
-func blockedPort(port uint16) *Error {
-	return &Error{
+func blockedPort(port uint16) *problem.Error {
+	return &problem.Error{
 		Status: http.StatusForbidden,
 		Msg:    fmt.Sprintf("refusing port %d (not in the allowed ports)", port),
 		Err:    ErrBlocked,

@@ -34,6 +34,10 @@ type Job struct {
 // queue (sqsqueue) and an in-process queue (localqueue).
 type Enqueuer interface {
 	Enqueue(ctx context.Context, jobs []Job) error
+	// Close stops accepting jobs and lets those this process holds finish,
+	// by ctx's deadline. A queue that sends jobs elsewhere holds none and
+	// returns at once.
+	Close(ctx context.Context) error
 }
 
 // For returns the jobs that compute kinds of src.

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/failure"
-	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
@@ -74,7 +74,7 @@ func (r *Runner) Run(ctx context.Context, j Job) (Report, error) {
 	if err != nil {
 		rep.Outcome, rep.Err = Retry, err
 		if rep.Status == 0 {
-			rep.Status = pipeline.StatusOf(err)
+			rep.Status = problem.Status(err)
 		}
 	}
 	return rep, err
@@ -90,11 +90,7 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 	if err != nil {
 		// Refused as the proxy refuses it at the door: nothing fetched,
 		// nothing remembered, nothing to retry.
-		status := fetch.StatusOf(err)
-		if status == 0 {
-			status = http.StatusBadRequest
-		}
-		return Report{Outcome: Failed, Status: status, Err: err}, nil
+		return Report{Outcome: Failed, Status: problem.Status(err), Err: err}, nil
 	}
 	c := src.String()
 	key := variant.Key(c, j.Variant)
@@ -118,14 +114,14 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 
 	res, err := r.Producer.Produce(ctx, src, j.Variant)
 	if err != nil {
-		status := pipeline.StatusOf(err)
+		status := problem.Status(err)
 		var ferr error
 		if ttl := pipeline.Remember(err); ttl > 0 && ctx.Err() == nil {
 			// The marker only saves a later fetch; the job's outcome
 			// does not depend on it.
 			ferr = r.Store.Fail(ctx, failKey, status, ttl)
 		}
-		if !failure.Permanent(status) || !pipeline.IsSourceFailure(err) || ctx.Err() != nil {
+		if !failure.Permanent(status) || !problem.IsSource(err) || ctx.Err() != nil {
 			return Report{Status: status}, fmt.Errorf("produce %s of %s: %w", j.Variant, j.URL, err)
 		}
 		rep := Report{Outcome: Failed, Status: status, Err: err}

@@ -21,6 +21,7 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/disposition"
 	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/transform"
@@ -31,58 +32,15 @@ import (
 // room: most work finishes within a couple of seconds.
 const BusyRetryAfter = 2 * time.Second
 
-// Error is a failure with the HTTP status the client should get.
-type Error struct {
-	Status int
-	// RetryAfter, when set, is when to come back: the origin said so (429
-	// or 503 with Retry-After), or the proxy is out of memory budget.
-	RetryAfter time.Duration
-	// Source is set when fetching or converting the source failed, which
-	// says something about the URL (see package failure); otherwise the
-	// proxy could not do the work just now and nothing is to be remembered.
-	Source bool
-	Err    error
-}
-
-func (e *Error) Error() string { return fmt.Sprintf("%d: %v", e.Status, e.Err) }
-func (e *Error) Unwrap() error { return e.Err }
-
-// StatusOf gives the HTTP status for an error from Produce.
-func StatusOf(err error) int {
-	var pe *Error
-	if errors.As(err, &pe) {
-		return pe.Status
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusBadGateway
-}
-
-// RetryAfterOf gives the Retry-After of an error from Produce, or 0.
-func RetryAfterOf(err error) time.Duration {
-	var pe *Error
-	if errors.As(err, &pe) {
-		return pe.RetryAfter
-	}
-	return 0
-}
-
-// IsSourceFailure reports whether err is a failure of the source itself.
-func IsSourceFailure(err error) bool {
-	var pe *Error
-	return errors.As(err, &pe) && pe.Source
-}
-
 // Remember is how long a failure of Produce is to be remembered (0: not
 // at all), the same for requests and jobs: only failures of the source,
 // for as long as package failure says, and never when the origin asked
 // to be asked again later (Retry-After).
 func Remember(err error) time.Duration {
-	if !IsSourceFailure(err) || RetryAfterOf(err) > 0 {
+	if !problem.IsSource(err) || problem.RetryAfter(err) > 0 {
 		return 0
 	}
-	return failure.TTL(StatusOf(err))
+	return failure.TTL(problem.Status(err))
 }
 
 // Result is a produced variant. Exactly one of Data and Body is set: Data
@@ -168,7 +126,7 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 
 	if k == variant.Original && !typ.IsSVG() {
 		if !typ.BrowserSafe() {
-			return nil, &Error{Status: http.StatusForbidden, Source: true, Err: fmt.Errorf("type %s is not allowed", typ.MIME)}
+			return nil, &problem.Error{Status: http.StatusForbidden, Source: true, Err: fmt.Errorf("type %s is not allowed", typ.MIME)}
 		}
 		res := &Result{Meta: store.Meta{
 			ContentType: typ.MIME,
@@ -199,7 +157,7 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 	}
 
 	if !typ.Convertible() {
-		return nil, &Error{Status: http.StatusNotFound, Source: true, Err: fmt.Errorf("type %s cannot be converted", typ.MIME)}
+		return nil, &problem.Error{Status: http.StatusNotFound, Source: true, Err: fmt.Errorf("type %s cannot be converted", typ.MIME)}
 	}
 	if err := resp.LimitTo(p.opts.MaxConvertSize); err != nil { // an SVG asked for unchanged
 		return nil, FetchError(ctx, err)
@@ -241,27 +199,19 @@ type readCloser struct {
 	io.Closer
 }
 
-// FetchError gives a failure of the origin (the fetch, or reading its
-// body) its status and Retry-After. A failure while the work's own
-// context is done (every client gone) says nothing about the source.
+// FetchError makes a failure of the origin (the fetch, or reading its
+// body) a failure of the source, with the fetcher's status and
+// Retry-After. A failure while the work's own context is done (every
+// client gone) says nothing about the source.
 func FetchError(ctx context.Context, err error) error {
-	status := fetch.StatusOf(err)
-	if status == 0 {
-		status = StatusOf(err)
-	}
-	var retry time.Duration
-	var fe *fetch.Error
-	if errors.As(err, &fe) {
-		retry = fe.RetryAfter
-	}
-	return &Error{Status: status, RetryAfter: retry, Source: ctx.Err() == nil, Err: err}
+	return &problem.Error{Status: problem.Status(err), RetryAfter: problem.RetryAfter(err), Source: ctx.Err() == nil, Err: err}
 }
 
 // readError is FetchError for errors while buffering the body, which may
 // also be the memory budget's.
 func readError(ctx context.Context, err error) error {
 	if errors.Is(err, budget.ErrBusy) {
-		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
+		return &problem.Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
 	}
 	return FetchError(ctx, err)
 }
@@ -270,11 +220,11 @@ func transformError(ctx context.Context, err error) error {
 	status := http.StatusUnprocessableEntity
 	switch {
 	case errors.Is(err, budget.ErrBusy):
-		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
+		return &problem.Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
 	case errors.Is(err, transform.ErrNotConvertible), errors.Is(err, transform.ErrNoEntropy):
 		status = http.StatusNotFound
 	case ctx.Err() != nil:
-		return &Error{Status: http.StatusGatewayTimeout, Err: err}
+		return &problem.Error{Status: problem.Status(ctx.Err()), Err: err}
 	}
-	return &Error{Status: status, Source: true, Err: err}
+	return &problem.Error{Status: status, Source: true, Err: err}
 }

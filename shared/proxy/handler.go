@@ -46,7 +46,7 @@ type Config struct {
 	Pipeline *pipeline.Pipeline
 	// Canonical turns the url parameter into the form that is both the
 	// store key and exactly what is fetched (fetch.Client.Canonical); an
-	// error carries the status to answer (see fetch.StatusOf).
+	// error carries the status to answer (see problem.Status).
 	Canonical func(raw string) (*url.URL, error)
 	// Store keeps produced variants; store.None{} disables caching.
 	Store   store.Store
@@ -99,10 +99,9 @@ func New(cfg Config) *Handler {
 	if cfg.StreamTimeout <= 0 {
 		cfg.StreamTimeout = 2 * time.Minute
 	}
-	_, noStore := cfg.Store.(store.None)
 	return &Handler{
 		cfg:         cfg,
-		noStore:     noStore,
+		noStore:     !cfg.Store.Keeps(),
 		log:         cfg.Logger,
 		placeholder: placeholderPNG(),
 	}

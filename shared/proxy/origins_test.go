@@ -237,6 +237,8 @@ func (q *recordingQueue) Enqueue(_ context.Context, js []jobs.Job) error {
 	return nil
 }
 
+func (q *recordingQueue) Close(context.Context) error { return nil }
+
 func (q *recordingQueue) taken() []jobs.Job {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
@@ -69,8 +70,8 @@ func errorReply(status int) reply {
 // to come back later (429 or 503 with Retry-After), and a proxy out of
 // memory budget, get 503 with Retry-After.
 func failed(err error) reply {
-	rp := reply{kind: replyError, status: pipeline.StatusOf(err), source: pipeline.IsSourceFailure(err)}
-	if ra := pipeline.RetryAfterOf(err); ra > 0 {
+	rp := reply{kind: replyError, status: problem.Status(err), source: problem.IsSource(err)}
+	if ra := problem.RetryAfter(err); ra > 0 {
 		rp.status, rp.retryAfter = http.StatusServiceUnavailable, ra
 	}
 	return rp
@@ -116,7 +117,7 @@ func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
 	if h.noStore && req.kind == variant.Original && h.cfg.InlineLimit == 0 {
 		res, err := h.cfg.Pipeline.Produce(ctx, req.src, req.kind)
 		if err != nil {
-			h.logFailure(rec, err)
+			rec.err = err
 			return failed(err)
 		}
 		rec.figures(res.Fetch, res.Transform, res.BytesIn)
@@ -126,7 +127,7 @@ func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
 		return h.produce(ctx, req, rec.id)
 	})
 	if err != nil {
-		h.logFailure(rec, err)
+		rec.err = err
 		return failed(err)
 	}
 	rec.figures(p.fetch, p.transform, p.bytesIn)
@@ -243,12 +244,12 @@ func (h *Handler) produce(ctx context.Context, req request, id string) (*produce
 // and looks it up again, to be answered from there (a redirect, for S3).
 func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Result) (*store.Entry, error) {
 	if h.noStore {
-		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: errors.New("body over the inline limit and no store to serve it from")}
+		return nil, &problem.Error{Status: http.StatusBadGateway, Err: errors.New("body over the inline limit and no store to serve it from")}
 	}
 	if b, ok := h.cfg.Store.(interface{ WriteBuffer() int64 }); ok && h.cfg.Budget != nil {
 		got, err := h.cfg.Budget.Acquire(ctx, b.WriteBuffer())
 		if err != nil {
-			return nil, &pipeline.Error{Status: http.StatusServiceUnavailable, RetryAfter: pipeline.BusyRetryAfter, Err: err}
+			return nil, &problem.Error{Status: http.StatusServiceUnavailable, RetryAfter: pipeline.BusyRetryAfter, Err: err}
 		}
 		defer h.cfg.Budget.Release(got)
 	}
@@ -266,13 +267,13 @@ func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Res
 		return nil, pipeline.FetchError(ctx, src.err)
 	}
 	if err != nil {
-		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("store large body: %w", err)}
+		return nil, &problem.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("store large body: %w", err)}
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	e, err := h.cfg.Store.Lookup(lctx, req.key)
 	if err != nil {
-		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("read back large body: %w", err)}
+		return nil, &problem.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("read back large body: %w", err)}
 	}
 	return e, nil
 }
@@ -301,7 +302,7 @@ func (h *Handler) remember(ctx context.Context, req request, id string, err erro
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	if serr := h.cfg.Store.Fail(sctx, req.failKey, pipeline.StatusOf(err), ttl); serr != nil {
+	if serr := h.cfg.Store.Fail(sctx, req.failKey, problem.Status(err), ttl); serr != nil {
 		h.log.Warn("store failure marker failed", "request_id", id, "err", serr)
 	}
 }

@@ -20,6 +20,8 @@ type record struct {
 	source string
 	// aborted is set when the body broke off after the headers were sent.
 	aborted bool
+	// err is why the work failed, for the request's one log line.
+	err error
 }
 
 // figures copies the work's figures: every request served by one fetch
@@ -45,16 +47,23 @@ func (h *Handler) logRequest(r *http.Request, rec *record, took time.Duration) {
 	if rec.aborted {
 		attrs = append(attrs, slog.Bool("aborted", true))
 	}
+	if rec.err != nil {
+		attrs = append(attrs, slog.String("err", rec.err.Error()))
+	}
 	if h.cfg.Metrics && rec.kind != "" { // health checks and preflights are not worth a metric
 		attrs = append(attrs, requestMetrics(rec)...)
 	}
-	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	h.log.LogAttrs(r.Context(), level(rec), "request", attrs...)
 }
 
-// logFailure writes the cause of a failed request (the request line says
-// only its status).
-func (h *Handler) logFailure(rec *record, err error) {
-	h.log.Info("produce failed", "request_id", rec.id, "url", rec.source, "variant", rec.kind, "err", err)
+// level is the request line's: a warning when the proxy failed the client
+// (5xx: an origin, a store or the memory budget let it down, or a body
+// broke off), otherwise information, refusals included.
+func level(rec *record) slog.Level {
+	if rec.status >= 500 || rec.aborted {
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
 
 // requestMetrics makes the request's log line a CloudWatch EMF record too.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
+	"github.com/misskey-lambda/media-proxy/shared/problem"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
 
@@ -44,11 +45,7 @@ func parseRequest(r *http.Request, canonical func(string) (*url.URL, error)) (re
 	}
 	src, err := canonical(vals[0])
 	if err != nil {
-		status := fetch.StatusOf(err)
-		if status == 0 {
-			status = http.StatusBadRequest
-		}
-		return req, status
+		return req, problem.Status(err)
 	}
 	if src == nil {
 		return req, http.StatusBadRequest

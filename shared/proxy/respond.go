@@ -86,8 +86,7 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *recor
 	n, err := io.Copy(w, body)
 	rec.bytesOut = n
 	if err != nil {
-		h.log.Warn("streaming body failed", "request_id", rec.id, "err", err)
-		rec.aborted = true
+		rec.aborted, rec.err = true, err
 	}
 }
 

@@ -460,6 +460,9 @@ func (s *Store) putSeekable(ctx context.Context, key string, in *s3.PutObjectInp
 	return nil
 }
 
+// Keeps is true: the bucket keeps what is put, until its lifecycle rule.
+func (s *Store) Keeps() bool { return true }
+
 // Fail writes a small marker object; its age is its LastModified, so a
 // later failure simply overwrites it.
 func (s *Store) Fail(ctx context.Context, key string, status int, ttl time.Duration) error {

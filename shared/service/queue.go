@@ -16,7 +16,7 @@ import (
 // the worker function, "none" (or a store that keeps nothing) drops them,
 // which OpenQueue reports as a nil Enqueuer.
 func OpenQueue(ctx context.Context, cfg config.Config, r *jobs.Runner, log *slog.Logger) (jobs.Enqueuer, error) {
-	if cfg.Store.Kind == config.StoreNone {
+	if !r.Store.Keeps() {
 		return nil, nil
 	}
 	switch cfg.Queue.Kind {
@@ -34,11 +34,11 @@ func OpenQueue(ctx context.Context, cfg config.Config, r *jobs.Runner, log *slog
 	return nil, fmt.Errorf("queue %q: not a config.Queue from config.Load", cfg.Queue)
 }
 
-// Close lets the in-process queue finish its jobs, by ctx's deadline. The
-// other queues hold nothing in the process.
+// Close lets the queue finish the jobs this process holds, by ctx's
+// deadline.
 func (s *Service) Close(ctx context.Context) error {
-	if q, ok := s.Queue.(*localqueue.Queue); ok {
-		return q.Close(ctx)
+	if s.Queue == nil {
+		return nil
 	}
-	return nil
+	return s.Queue.Close(ctx)
 }

@@ -37,6 +37,10 @@ func New(client API, queueURL string) *Sender {
 	return &Sender{client: client, queueURL: queueURL}
 }
 
+// Close returns at once: the jobs sent are in the queue, not in this
+// process.
+func (s *Sender) Close(context.Context) error { return nil }
+
 // Open returns a Sender configured the SDK's standard way (environment,
 // shared config, the Lambda role); AWS_ENDPOINT_URL_SQS overrides the
 // endpoint. Without a configured region, the queue URL's is used.

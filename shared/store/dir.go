@@ -305,6 +305,9 @@ func (d *Dir) put(ctx context.Context, p string, meta Meta, body io.Reader) erro
 	return d.publish(t, p)
 }
 
+// Keeps is true: a Dir keeps what is put, up to its size budget.
+func (d *Dir) Keeps() bool { return true }
+
 // Fail writes a marker holding status and ttl; its age is its mtime.
 func (d *Dir) Fail(ctx context.Context, key string, status int, ttl time.Duration) error {
 	p, err := d.path(key)

@@ -50,6 +50,10 @@ type Store interface {
 	// Failure returns a status remembered less than its ttl ago, or
 	// ErrNotFound.
 	Failure(ctx context.Context, key string) (int, error)
+	// Keeps reports whether what is Put can be looked up again: false for
+	// a store that keeps nothing, where a result can reach only the client
+	// that asked for it and precomputing is pointless.
+	Keeps() bool
 }
 
 // None stores nothing: every request does the work (benchmarks use it).
@@ -65,3 +69,5 @@ func (None) Put(_ context.Context, _ string, _ Meta, body io.Reader) error {
 func (None) Fail(context.Context, string, int, time.Duration) error { return nil }
 
 func (None) Failure(context.Context, string) (int, error) { return 0, ErrNotFound }
+
+func (None) Keeps() bool { return false }
