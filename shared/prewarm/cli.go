@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/config"
@@ -88,7 +89,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		instance: fs.Arg(0), file: *file, queueURL: *queueURL, local: *local,
 		concurrency: *concurrency, rate: *rate, dryRun: *dryRun,
 	}, getenv, stdout, stderr); err != nil {
-		fmt.Fprintln(stderr, "prewarm:", err)
+		// One line each: config.Load reports every bad variable.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(stderr, "prewarm:", line)
+		}
 		if errors.Is(err, errUsage) {
 			return 2
 		}

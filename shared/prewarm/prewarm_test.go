@@ -342,3 +342,16 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("done %d, started %d; want 10", st.Done, len(r.starts))
 	}
 }
+
+// TestBadSettings: every bad variable gets its own "prewarm:" line, and
+// nothing is fetched.
+func TestBadSettings(t *testing.T) {
+	r := run(t, map[string]string{"MEDIA_PROXY_MAX_SIZE": "huge", "MEDIA_PROXY_STORE": "ftp://x"}, "--local", "--file", "-")
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1", r.code)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "prewarm: MEDIA_PROXY_STORE=") || !strings.HasPrefix(lines[1], "prewarm: MEDIA_PROXY_MAX_SIZE=") {
+		t.Errorf("stderr:\n%s", r.stderr)
+	}
+}
