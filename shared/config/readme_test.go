@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/misskey-lambda/media-proxy/shared/transform"
 )
 
 // readmeRow is one row of the README's configuration table.
@@ -114,5 +116,17 @@ func TestReadmeTable(t *testing.T) {
 				t.Errorf("settings lists %s but Load never reads it", n)
 			}
 		}
+	}
+}
+
+// TestLibraryDefaults: transform keeps defaults of its own for a zero
+// Limits (config cannot import it: it is cgo); they must be config's.
+func TestLibraryDefaults(t *testing.T) {
+	c, err := Load(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxPixels != transform.DefaultLimits.MaxPixels || c.MaxFrames != transform.DefaultLimits.MaxFrames {
+		t.Errorf("config's limits %d pixels, %d frames; transform's %+v", c.MaxPixels, c.MaxFrames, transform.DefaultLimits)
 	}
 }
