@@ -86,7 +86,9 @@ func Remember(err error) time.Duration {
 }
 
 // Result is a produced variant. Exactly one of Data and Body is set: Data
-// holds bodies up to the in-memory size, Body streams larger passthroughs.
+// holds bodies up to the in-memory size, Body streams larger passthroughs
+// (from the first bytes when the origin declared a length over the
+// in-memory size, else from past it).
 // Close must be called once the result has been used: it gives the
 // memory back to the budget.
 type Result struct {
@@ -175,6 +177,18 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 			Disposition: disposition.Inline(disposition.Filename(remoteDisposition, src, typ.Exts())),
 			Size:        -1,
 		}, buf: buf}
+		if resp.ContentLength > p.opts.InMemory {
+			// Declared too large to hold: stream from here, so the first
+			// bytes can reach a client as soon as they arrive instead of
+			// after the in-memory size has. (A short body is an error of
+			// the read, as the length is declared.)
+			res.Fetch = time.Since(start)
+			res.Meta.Size = resp.ContentLength
+			res.BytesIn = res.Meta.Size
+			res.Body = readCloser{io.MultiReader(bytes.NewReader(buf.Bytes()), resp.Body), resp.Body}
+			done = true
+			return res, nil
+		}
 		// Read up to the in-memory size; past it, stream what is left.
 		limited := io.LimitReader(resp.Body, p.opts.InMemory-int64(buf.Len())+1)
 		if err := buf.Fill(ctx, limited); err != nil {

@@ -10,7 +10,11 @@ import (
 //   - the work stops when every request waiting for it has gone (its
 //     context is cancelled), so abandoned misses do not go on costing;
 //   - the result is shared by reference and released (its memory budget
-//     given back) only when the last request has written it.
+//     given back) only when the last request has written it;
+//   - a result that is a tee (a large body streaming into the store) keeps
+//     the key in flight until the store copy has ended, so requests that
+//     come meanwhile get the same tee (and wait for its stored copy)
+//     instead of fetching the body again.
 type flights struct {
 	mu    sync.Mutex
 	calls map[string]*call
@@ -35,6 +39,13 @@ func (f *flights) do(ctx context.Context, key string, fn func(context.Context) (
 		f.calls = map[string]*call{}
 	}
 	c := f.calls[key]
+	if c != nil && c.finished() {
+		// A tee still streaming: share it.
+		c.refs++
+		f.mu.Unlock()
+		var once sync.Once
+		return c.val, func() { once.Do(func() { f.unref(c) }) }, nil
+	}
 	if c == nil {
 		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		c = &call{done: make(chan struct{}), cancel: cancel, refs: 1}
@@ -77,16 +88,35 @@ func (f *flights) do(ctx context.Context, key string, fn func(context.Context) (
 
 func (f *flights) run(ctx context.Context, key string, c *call, fn func(context.Context) (*produced, error)) {
 	v, err := fn(ctx)
+	streaming := err == nil && v.tee != nil
 	f.mu.Lock()
 	c.val, c.err = v, err
 	c.refs += c.waiters
-	if f.calls[key] == c {
+	if f.calls[key] == c && !streaming {
 		delete(f.calls, key)
 	}
 	close(c.done)
 	f.mu.Unlock()
 	c.cancel()
 	f.unref(c)
+	if streaming {
+		<-v.tee.done
+		f.mu.Lock()
+		if f.calls[key] == c {
+			delete(f.calls, key)
+		}
+		f.mu.Unlock()
+	}
+}
+
+// finished tells whether c has its result; f.mu must be held.
+func (c *call) finished() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (f *flights) unref(c *call) {

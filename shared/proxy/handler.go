@@ -59,10 +59,19 @@ type Config struct {
 	Store   store.Store
 	Headers Headers
 	Logger  *slog.Logger
-	// InlineLimit is the largest body answered directly; larger ones are
-	// stored and answered from the store (a redirect, for S3). 0 means no
-	// limit. On Lambda it keeps every response under the payload limit.
+	// InlineLimit is the largest body held in memory (a converted image,
+	// a small passthrough) answered directly; larger ones are stored and
+	// answered from the store (a redirect, for S3). 0 means no limit. On
+	// Lambda it keeps a buffered response under the payload limit.
 	InlineLimit int64
+	// StreamLimit decides how a miss too large to hold in memory (a
+	// large passthrough, streamed by the pipeline) is answered. 0 streams
+	// every one to its client as it arrives while the store copy is
+	// written (see tee); a positive value streams only those whose
+	// declared length is at most StreamLimit, and stores the others
+	// (and those of unknown length) first, to be answered from the store
+	// (a redirect, for S3); negative stores every one first.
+	StreamLimit int64
 	// Budget, when set, also accounts for the buffers a store holds while
 	// a large body streams into it.
 	Budget *budget.Budget
@@ -127,7 +136,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &record{id: requestID(r), outcome: "none"}
 	h.cfg.Headers.Set(w.Header())
-	h.serve(h.deadlines(w), r, rec)
+	h.serve(&firstByte{ResponseWriter: h.deadlines(w), start: start, rec: rec}, r, rec)
 	h.logRequest(r, rec, time.Since(start))
 	if rec.aborted {
 		// The body broke off after its headers were sent: end the

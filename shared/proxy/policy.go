@@ -114,13 +114,7 @@ func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
 	// Without a store a large passthrough can only be streamed to the
 	// one client that asked, so it cannot be shared.
 	if h.noStore && req.kind == variant.Original && h.cfg.InlineLimit == 0 {
-		res, err := h.cfg.Pipeline.Produce(ctx, req.src, req.kind)
-		if err != nil {
-			h.logFailure(rec, err)
-			return failed(err)
-		}
-		rec.figures(res.Fetch, res.Transform, res.BytesIn)
-		return resultReply(res)
+		return h.produceAlone(ctx, req, rec)
 	}
 	p, release, err := h.flights.do(ctx, req.key, func(ctx context.Context) (*produced, error) {
 		return h.produce(ctx, req, rec.id)
@@ -130,6 +124,9 @@ func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
 		return failed(err)
 	}
 	rec.figures(p.fetch, p.transform, p.bytesIn)
+	if p.tee != nil {
+		return h.teeReply(ctx, req, rec, p.tee, release)
+	}
 	if p.entry != nil {
 		if p.entry.RedirectURL != "" {
 			return reply{kind: replyEntry, entry: p.entry, done: release}
@@ -194,6 +191,7 @@ func readSmall(ctx context.Context, e *store.Entry) ([]byte, error) {
 type produced struct {
 	res   *pipeline.Result // in-memory result
 	entry *store.Entry     // or the stored object, for large bodies
+	tee   *tee             // or a large body streaming to a client and the store
 	// Figures for every waiter's log line.
 	fetch, transform time.Duration
 	bytesIn          int64
@@ -203,18 +201,38 @@ func (p *produced) release() {
 	if p.res != nil {
 		p.res.Close()
 	}
+	if p.tee != nil {
+		p.tee.unclaim()
+	}
 }
 
 // produce makes the variant and stores it. It runs once for all identical
 // requests in flight, with a context that ends when the last of them has
-// gone. A failure of the source is remembered; the proxy's own faults
-// (store, memory budget) are not.
+// gone, up to the moment a large body starts streaming (see tee): from
+// there the fetch runs to its end, bounded by its own timeout. A failure
+// of the source is remembered; the proxy's own faults (store, memory
+// budget) are not.
 func (h *Handler) produce(ctx context.Context, req request, id string) (*produced, error) {
-	res, err := h.cfg.Pipeline.Produce(ctx, req.src, req.kind)
+	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, fcancel)
+	res, err := h.cfg.Pipeline.Produce(fctx, req.src, req.kind)
 	if err != nil {
+		stop()
+		fcancel()
 		h.remember(ctx, req, id, err)
 		return nil, err
 	}
+	if res.Body != nil && h.streams(res.Meta.Size) {
+		if !stop() {
+			// Every client left as the headers came: nobody to stream to.
+			res.Close()
+			fcancel()
+			return nil, ctx.Err()
+		}
+		return &produced{tee: h.startTee(fctx, fcancel, req, id, res), fetch: res.Fetch, bytesIn: res.BytesIn}, nil
+	}
+	defer fcancel()
+	defer stop()
 	// Siblings are worth computing only for a source that converts.
 	defer h.enqueueSiblings(ctx, req, id)()
 	p := &produced{fetch: res.Fetch, transform: res.Transform, bytesIn: res.BytesIn}
@@ -239,8 +257,22 @@ func (h *Handler) produce(ctx context.Context, req request, id string) (*produce
 	return p, nil
 }
 
+// streams tells whether a miss too large to hold in memory, of declared
+// size (-1: unknown), is streamed while it is stored (Config.StreamLimit).
+func (h *Handler) streams(size int64) bool {
+	switch l := h.cfg.StreamLimit; {
+	case l < 0:
+		return false
+	case l == 0:
+		return true
+	default:
+		return size >= 0 && size <= l
+	}
+}
+
 // storeLarge streams a body too large to answer directly into the store
-// and looks it up again, to be answered from there (a redirect, for S3).
+// and looks it up again, to be answered from there (a redirect, for S3):
+// for bodies Config.StreamLimit does not stream.
 func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Result) (*store.Entry, error) {
 	if h.noStore {
 		return nil, &pipeline.Error{Status: http.StatusBadGateway, Err: errors.New("body over the inline limit and no store to serve it from")}

@@ -16,6 +16,9 @@ type record struct {
 	status            int
 	bytesIn, bytesOut int64
 	fetch, transform  time.Duration
+	// ttfb is when the response's first byte (its headers) was written,
+	// from the request's start; 0 until then.
+	ttfb time.Duration
 	// source is the URL without user info or query, which may carry tokens.
 	source string
 	// aborted is set when the body broke off after the headers were sent.
@@ -40,6 +43,7 @@ func (h *Handler) logRequest(r *http.Request, rec *record, took time.Duration) {
 		slog.Int64("bytes_out", rec.bytesOut),
 		slog.Int64("fetch_ms", rec.fetch.Milliseconds()),
 		slog.Int64("transform_ms", rec.transform.Milliseconds()),
+		slog.Int64("ttfb_ms", rec.ttfb.Milliseconds()),
 		slog.Int64("duration_ms", took.Milliseconds()),
 	}
 	if rec.aborted {
@@ -68,6 +72,7 @@ func requestMetrics(rec *record) []slog.Attr {
 		emf.Metric{Name: "BytesOut", Unit: emf.Bytes, Value: float64(rec.bytesOut)},
 		emf.Metric{Name: "FetchMs", Unit: emf.Milliseconds, Value: float64(rec.fetch.Milliseconds())},
 		emf.Metric{Name: "TransformMs", Unit: emf.Milliseconds, Value: float64(rec.transform.Milliseconds())},
+		emf.Metric{Name: "TtfbMs", Unit: emf.Milliseconds, Value: float64(rec.ttfb.Milliseconds())},
 	)
 }
 
@@ -81,3 +86,28 @@ func requestID(r *http.Request) string {
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// firstByte notes in rec when the response starts, for its ttfb.
+type firstByte struct {
+	http.ResponseWriter
+	start time.Time
+	rec   *record
+}
+
+func (f *firstByte) mark() {
+	if f.rec.ttfb == 0 {
+		f.rec.ttfb = max(time.Since(f.start), time.Nanosecond)
+	}
+}
+
+func (f *firstByte) WriteHeader(status int) {
+	f.mark()
+	f.ResponseWriter.WriteHeader(status)
+}
+
+func (f *firstByte) Write(p []byte) (int, error) {
+	f.mark()
+	return f.ResponseWriter.Write(p)
+}
+
+func (f *firstByte) Unwrap() http.ResponseWriter { return f.ResponseWriter }

@@ -70,6 +70,7 @@ func (h *Handler) writeEntry(w http.ResponseWriter, r *http.Request, rec *record
 
 // writeStream answers 200 with a body read as it goes, ignoring Range: a
 // stream cannot seek. A read error after the headers aborts the response.
+// Each write is flushed, so bytes leave as they arrive.
 func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.Reader) {
 	if notModified(w, r, rec, m.ETag) {
 		return
@@ -80,15 +81,34 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *recor
 	}
 	rec.status = http.StatusOK
 	w.WriteHeader(rec.status)
+	fw := flushWriter{w, http.NewResponseController(w)}
+	fw.rc.Flush()
 	if r.Method == http.MethodHead {
 		return
 	}
-	n, err := io.Copy(w, body)
+	n, err := io.Copy(fw, body)
 	rec.bytesOut = n
 	if err != nil {
 		h.log.Warn("streaming body failed", "request_id", rec.id, "err", err)
 		rec.aborted = true
 	}
+}
+
+// flushWriter flushes after every write.
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.rc.Flush()
+		if errors.Is(err, http.ErrNotSupported) {
+			err = nil
+		}
+	}
+	return n, err
 }
 
 // notModified answers 304 when If-None-Match names etag (for bodies that

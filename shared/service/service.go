@@ -62,11 +62,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	tr := transform.New(transform.Limits{MaxPixels: cfg.MaxPixels, MaxFrames: cfg.MaxFrames, Timeout: cfg.TransformTimeout}, cfg.TransformConcurrency, mem)
 	// On Lambda nothing larger than the buffered payload limit may be
 	// answered directly; elsewhere any size may.
-	var inline int64
+	var inline, stream int64
 	inMemory := int64(passthroughInMemory)
 	if cfg.OnLambda {
 		inline = functionurl.MaxBody
 		inMemory = functionurl.MaxBody
+		// A buffered Function URL cannot stream: large bodies are stored
+		// first and answered with a redirect.
+		stream = -1
 	}
 	pl := pipeline.New(fetcher, tr, pipeline.Options{InMemory: inMemory, MaxConvertSize: cfg.MaxConvertSize, Budget: mem})
 	runner := &jobs.Runner{Producer: pl, Store: st, Canonical: fetcher.Canonical}
@@ -77,6 +80,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	h := proxy.New(proxy.Config{
 		Precompute:  queue,
 		InlineLimit: inline,
+		StreamLimit: stream,
 		Pipeline:    pl,
 		Canonical:   fetcher.Canonical,
 		Budget:      mem,
