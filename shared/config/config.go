@@ -41,7 +41,12 @@ type Config struct {
 	// InlineHitsBelow answers stored variants smaller than this directly
 	// instead of redirecting (0: always redirect).
 	InlineHitsBelow int64
-	S3PathStyle     bool
+	// LambdaStreamLimit: on Lambda, a large miss whose origin declares at
+	// most this many bytes is streamed while it is stored; larger ones
+	// (and those of unknown length) are stored first and redirected.
+	// Negative: every one is stored first.
+	LambdaStreamLimit int64
+	S3PathStyle       bool
 	PresignTTL      time.Duration
 	// S3LifecycleDays is how long after its last write the bucket's
 	// lifecycle rule deletes a variant (0: unknown), so redirects to it
@@ -88,6 +93,14 @@ type Config struct {
 // DefaultUserAgent identifies the proxy to remote servers.
 const DefaultUserAgent = "MisskeyMediaProxy/1.0 (+https://github.com/misskey-lambda/media-proxy)"
 
+// DefaultLambdaStreamLimit is where streaming a miss past Lambda's 6 MB
+// burst (then 2 MB/s) stops paying against storing it first and
+// redirecting; README, "Streaming on Lambda", has the figures.
+const DefaultLambdaStreamLimit = 32 << 20
+
+// lambdaStreamMax is the most a streamed Function URL response carries.
+const lambdaStreamMax = 200 << 20
+
 // Load reads the configuration through getenv (os.Getenv in production).
 func Load(getenv func(string) string) (Config, error) {
 	e := env{getenv: getenv}
@@ -99,6 +112,7 @@ func Load(getenv func(string) string) (Config, error) {
 		StoreMaxSize:          e.integer("MEDIA_PROXY_STORE_MAX_SIZE", 0),
 		S3LifecycleDays:       int(e.integer("MEDIA_PROXY_S3_LIFECYCLE_DAYS", 0)),
 		InlineHitsBelow:       e.integer("MEDIA_PROXY_INLINE_HITS_BELOW", 0),
+		LambdaStreamLimit:     e.integer("MEDIA_PROXY_LAMBDA_STREAM_LIMIT", DefaultLambdaStreamLimit),
 		TrustOutgoingProxy:    e.boolean("MEDIA_PROXY_TRUST_OUTGOING_PROXY", false),
 		MaxConvertSize:        e.integer("MEDIA_PROXY_MAX_CONVERT_SIZE", 50<<20),
 		MemoryBudget:          e.integer("MEDIA_PROXY_MEMORY_BUDGET", 0),
@@ -195,6 +209,9 @@ func Load(getenv func(string) string) (Config, error) {
 }
 
 func (c Config) validate() error {
+	if c.LambdaStreamLimit == 0 || c.LambdaStreamLimit > lambdaStreamMax {
+		return fmt.Errorf("MEDIA_PROXY_LAMBDA_STREAM_LIMIT: want 1 to %d bytes (a streamed Function URL response carries at most 200 MB), or negative to store every large miss first", lambdaStreamMax)
+	}
 	switch {
 	case c.Store == "none", strings.HasPrefix(c.Store, "dir:") && len(c.Store) > 4, strings.HasPrefix(c.Store, "s3://") && len(c.Store) > 5:
 	default:

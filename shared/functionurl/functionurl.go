@@ -35,8 +35,6 @@ import (
 // which Lambda sends at full speed (past them it caps the rate at 2 MB/s).
 const MaxBody = 4_400_000
 
-// StreamMax is the most a streamed Function URL response may carry.
-const StreamMax = 200 << 20
 
 // ErrAborted ends a stream whose handler failed after its headers were
 // sent; the runtime sends its Type and Message as the error trailers
