@@ -47,7 +47,7 @@ type Config struct {
 	// Negative: every one is stored first.
 	LambdaStreamLimit int64
 	S3PathStyle       bool
-	PresignTTL      time.Duration
+	PresignTTL        time.Duration
 	// S3LifecycleDays is how long after its last write the bucket's
 	// lifecycle rule deletes a variant (0: unknown), so redirects to it
 	// never outlive it.

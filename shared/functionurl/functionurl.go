@@ -35,7 +35,6 @@ import (
 // which Lambda sends at full speed (past them it caps the rate at 2 MB/s).
 const MaxBody = 4_400_000
 
-
 // ErrAborted ends a stream whose handler failed after its headers were
 // sent; the runtime sends its Type and Message as the error trailers
 // (Lambda-Runtime-Function-Error-Type: ResponseAborted).
