@@ -240,7 +240,10 @@ func TestLambdaWithS3(t *testing.T) {
 		"/over.png":  over,
 		"/range.png": paddedPNG(100_000),
 	})
-	fn := startRuntime(t, s3env.env("s3://"+bucket+"/cache/", s3env.endpoint))
+	mid := testmedia.MP4(10 << 20)
+	o.files["/mid.mp4"] = mid
+	// 16 MiB: the 10 MiB video is streamed, the 20 MiB one stored first.
+	fn := startRuntime(t, append(s3env.env("s3://"+bucket+"/cache/", s3env.endpoint), "MEDIA_PROXY_LAMBDA_STREAM_LIMIT=16777216"))
 
 	t.Run("miss then hit", func(t *testing.T) {
 		first := fn.invoke(t, "GET", "/emoji.webp", q(o.URL+"/anim.gif", "emoji=1"), nil)
@@ -283,18 +286,30 @@ func TestLambdaWithS3(t *testing.T) {
 		}
 	})
 
-	t.Run("20 MB video", func(t *testing.T) {
+	t.Run("video within the stream limit", func(t *testing.T) {
+		resp := fn.invoke(t, "GET", "/mid.mp4", q(o.URL+"/mid.mp4", ""), nil)
+		checkCommon(t, resp)
+		if resp.StatusCode != 200 || resp.header("Content-Type") != "video/mp4" || !bytes.Equal(resp.body, mid) {
+			t.Fatalf("video: %d %v, %d bytes", resp.StatusCode, resp.Headers, len(resp.body))
+		}
+		hit := fn.invoke(t, "GET", "/mid.mp4", q(o.URL+"/mid.mp4", ""), nil)
+		if hit.StatusCode != http.StatusFound {
+			t.Fatalf("second view: %d", hit.StatusCode)
+		}
+		if _, b := fetchRedirect(t, hit.header("Location")); !bytes.Equal(b, mid) {
+			t.Error("stored copy differs")
+		}
+	})
+
+	t.Run("video over the stream limit", func(t *testing.T) {
 		resp := fn.invoke(t, "GET", "/video.mp4", q(o.URL+"/video.mp4", ""), nil)
 		checkCommon(t, resp)
-		if resp.StatusCode == http.StatusFound {
-			got, b := fetchRedirect(t, resp.header("Location"))
-			if got.StatusCode != 200 || got.Header.Get("Content-Type") != "video/mp4" || !bytes.Equal(b, video) {
-				t.Fatalf("video from S3: %d %s, %d bytes, equal=%v", got.StatusCode, got.Header.Get("Content-Type"), len(b), bytes.Equal(b, video))
-			}
-			return
-		}
-		if resp.StatusCode != 200 || resp.header("Content-Type") != "video/mp4" || !bytes.Equal(resp.body, video) {
+		if resp.StatusCode != http.StatusFound {
 			t.Fatalf("video: %d %v, %d bytes", resp.StatusCode, resp.Headers, len(resp.body))
+		}
+		got, b := fetchRedirect(t, resp.header("Location"))
+		if got.StatusCode != 200 || got.Header.Get("Content-Type") != "video/mp4" || !bytes.Equal(b, video) {
+			t.Fatalf("video from S3: %d %s, %d bytes, equal=%v", got.StatusCode, got.Header.Get("Content-Type"), len(b), bytes.Equal(b, video))
 		}
 	})
 
@@ -380,4 +395,122 @@ func TestLambdaWithS3Down(t *testing.T) {
 		t.Fatalf("with S3 down: %d %v", resp.StatusCode, resp.Headers)
 	}
 	t.Logf("answered without S3 in %v", time.Since(start))
+}
+
+// trickleOrigin serves size bytes of MP4 declared up front: the first
+// head bytes at once, then (once gate is closed) the rest in equal pieces
+// over spread. broken cuts the connection after head instead.
+type trickleOrigin struct {
+	*httptest.Server
+	body        []byte
+	gate        chan struct{}
+	firstSent   time.Time
+	lastSent    time.Time
+	headersSent atomic.Bool
+}
+
+const trickleHead = 256 << 10
+
+func newTrickleOrigin(t *testing.T, size int, spread time.Duration, broken bool) *trickleOrigin {
+	o := &trickleOrigin{body: testmedia.MP4(size), gate: make(chan struct{})}
+	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "video/mp4")
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		w.Write(o.body[:trickleHead])
+		w.(http.Flusher).Flush()
+		o.firstSent = time.Now()
+		if broken {
+			panic(http.ErrAbortHandler) // the connection drops mid-body
+		}
+		<-o.gate
+		const pieces = 80
+		rest := o.body[trickleHead:]
+		step := (len(rest) + pieces - 1) / pieces
+		for len(rest) > 0 {
+			n := min(step, len(rest))
+			w.Write(rest[:n])
+			w.(http.Flusher).Flush()
+			rest = rest[n:]
+			time.Sleep(spread / pieces)
+		}
+		o.lastSent = time.Now()
+	}))
+	t.Cleanup(o.Close)
+	return o
+}
+
+// The issue's case: a 20 MB video whose origin trickles it. The viewer
+// gets the first bytes while the origin is still sending (the origin
+// holds the rest back until they have arrived), the whole body, and the
+// next view is a redirect to the stored copy, which the first invocation
+// finished before it ended.
+func TestLambdaStreamsTrickledMiss(t *testing.T) {
+	s3env := s3FromEnv(t)
+	bucket := s3env.createBucket(t)
+	o := newTrickleOrigin(t, 20<<20, 2*time.Second, false)
+	fn := startRuntime(t, s3env.env("s3://"+bucket+"/", s3env.endpoint))
+
+	start := time.Now()
+	s := fn.rt.Invoke(t, urlEvent("GET", "/v.mp4", q(o.URL+"/v.mp4", ""), nil))
+	r := bufio.NewReader(s.Body)
+	p, err := lambdatest.ReadPrelude(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := reply{Prelude: p}
+	if p.StatusCode != 200 || resp.header("Content-Type") != "video/mp4" || !strings.HasPrefix(resp.header("Cache-Control"), "max-age=") {
+		t.Fatalf("prelude %+v", p)
+	}
+	first := make([]byte, trickleHead)
+	if _, err := io.ReadFull(r, first); err != nil || !bytes.Equal(first, o.body[:trickleHead]) {
+		t.Fatalf("first %d bytes: %v", len(first), err)
+	}
+	firstByte := time.Since(start)
+	close(o.gate)
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := time.Since(start)
+	resp.body, resp.trailer = append(first, rest...), s.Trailer()
+	checkCommon(t, resp)
+	if !bytes.Equal(resp.body, o.body) {
+		t.Fatalf("streamed %d bytes, equal=%v", len(resp.body), bytes.Equal(resp.body, o.body))
+	}
+	t.Logf("20 MiB trickled over 2 s: first bytes after %v, whole body after %v (origin's last byte %v after the request)",
+		firstByte.Round(time.Millisecond), total.Round(time.Millisecond), o.lastSent.Sub(start).Round(time.Millisecond))
+	// The request's log line says when its first byte went out.
+	if !strings.Contains(fn.rt.Logs(), `"ttfb_ms":`) {
+		t.Errorf("no ttfb in the request log:\n%s", fn.rt.Logs())
+	}
+
+	hit := fn.invoke(t, "GET", "/v.mp4", q(o.URL+"/v.mp4", ""), nil)
+	if hit.StatusCode != http.StatusFound {
+		t.Fatalf("second view: %d %v", hit.StatusCode, hit.Headers)
+	}
+	if got, b := fetchRedirect(t, hit.header("Location")); got.StatusCode != 200 || !bytes.Equal(b, o.body) {
+		t.Fatalf("stored copy: %d, %d bytes", got.StatusCode, len(b))
+	}
+}
+
+// An origin that breaks after the headers went out: Lambda must cut the
+// viewer's response (error trailers), not end it as a clean short 200,
+// and nothing partial is stored.
+func TestLambdaAbortsBrokenMiss(t *testing.T) {
+	s3env := s3FromEnv(t)
+	bucket := s3env.createBucket(t)
+	o := newTrickleOrigin(t, 10<<20, 0, true)
+	fn := startRuntime(t, s3env.env("s3://"+bucket+"/", s3env.endpoint))
+	for i := range 2 {
+		resp := fn.invoke(t, "GET", "/v.mp4", q(o.URL+"/v.mp4", ""), nil)
+		if resp.StatusCode == http.StatusFound {
+			t.Fatalf("view %d: redirected to a stored copy of a broken body", i)
+		}
+		if resp.StatusCode != 200 && i > 0 {
+			continue // answered before any byte went out (failure memory)
+		}
+		if resp.StatusCode != 200 || len(resp.body) >= len(o.body) || resp.trailer.Get("Lambda-Runtime-Function-Error-Type") != "ResponseAborted" {
+			t.Errorf("view %d: %d, %d of %d bytes, trailers %v", i, resp.StatusCode, len(resp.body), len(o.body), resp.trailer)
+		}
+	}
 }
