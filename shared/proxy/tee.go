@@ -20,7 +20,8 @@ import (
 //
 // Each side takes the bytes through a spool of at most teeLag bytes, and
 // the origin is read as fast as it sends. A side that falls further behind
-// is let go, so neither can stall the other:
+// is waited for a little (teeGrace, or a tenth of the time the stream has
+// taken so far), then let go, so neither can stall the other for long:
 //   - the store (slow or failing): its write is aborted, so nothing partial
 //     becomes visible, and the client goes on at the origin's pace;
 //   - the client (slow, or nobody claimed the stream): once it has read
@@ -61,6 +62,10 @@ type tee struct {
 // teeLag is how far behind the pump a side of a tee may fall before it is
 // let go: each side's spool holds at most this much.
 const teeLag = 4 << 20
+
+// teeGrace is how long the pump waits in all for a side whose spool is
+// full, at least, before it lets it go (see pump).
+const teeGrace = time.Second
 
 // teeBudgetWait bounds the wait for the tee's memory: without it the
 // client is still streamed, only not stored.
@@ -138,12 +143,26 @@ func (t *tee) pump(ctx context.Context, putDone <-chan error) {
 	var srcErr error
 	complete := false
 	buf := make([]byte, chunkSize)
+	// A side whose spool is full is waited for, within a grace that grows
+	// with the stream (teeGrace, or a tenth of the time so far), so one
+	// slower than the origin for a moment is kept; past it, it is let go.
+	// Alone, a side is waited for as long as it takes.
+	start := time.Now()
+	var storeWaited, clientWaited time.Duration
+	grace := func(waited time.Duration, alone bool) time.Duration {
+		if alone {
+			return -1
+		}
+		return max(max(teeGrace, time.Since(start)/10)-waited, 0)
+	}
 	for clientOn || storeOn {
 		k, err := t.res.Body.Read(buf)
 		if k > 0 {
 			n += int64(k)
 			if storeOn {
-				if werr := t.store.write(buf[:k], !clientOn); werr != nil {
+				waited, werr := t.store.write(buf[:k], grace(storeWaited, !clientOn))
+				storeWaited += waited
+				if werr != nil {
 					storeOn = false
 					if errors.Is(werr, errBehind) {
 						t.h.log.Warn("store write fell behind the origin; answering without caching", "request_id", t.id, "key", t.req.key)
@@ -152,7 +171,9 @@ func (t *tee) pump(ctx context.Context, putDone <-chan error) {
 				}
 			}
 			if clientOn {
-				if werr := t.client.write(buf[:k], !storeOn); werr != nil {
+				waited, werr := t.client.write(buf[:k], grace(clientWaited, !storeOn))
+				clientWaited += waited
+				if werr != nil {
 					clientOn = false
 					if errors.Is(werr, errBehind) {
 						// The client reads the rest from the store.
@@ -196,7 +217,7 @@ func (t *tee) pump(ctx context.Context, putDone <-chan error) {
 	if srcErr != nil {
 		t.err = pipeline.FetchError(ctx, srcErr)
 		t.h.remember(ctx, t.req, t.id, t.err)
-		t.h.log.Info("streamed body failed", "request_id", t.id, "url", t.req.logURL, "err", srcErr)
+		t.h.log.Info("produce failed", "request_id", t.id, "url", t.req.logURL, "variant", string(t.req.kind), "err", t.err)
 	} else if complete && storeOn && putErr != nil {
 		t.h.log.Warn("store write failed; answering without caching", "request_id", t.id, "key", t.req.key, "err", putErr)
 	}
@@ -347,7 +368,7 @@ func (h *Handler) produceAlone(ctx context.Context, req request, rec *record) re
 // spool is a bounded queue of bytes from a tee's pump to one reader.
 type spool struct {
 	mu     sync.Mutex
-	cond   sync.Cond
+	wake   chan struct{} // closed and replaced on every change
 	chunks [][]byte
 	queued int64
 	limit  int64
@@ -357,30 +378,56 @@ type spool struct {
 }
 
 func newSpool(limit int64) *spool {
-	s := &spool{limit: limit}
-	s.cond.L = &s.mu
-	return s
+	return &spool{limit: limit, wake: make(chan struct{})}
 }
 
-// write queues a copy of p. Unless block is set it fails with errBehind
-// rather than hold more than the limit; with block it waits for room (one
-// chunk always fits in an empty spool).
-func (s *spool) write(p []byte, block bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for s.failed == nil && s.queued > 0 && s.queued+int64(len(p)) > s.limit {
-		if !block {
-			return errBehind
+func (s *spool) changedLocked() {
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+// write queues a copy of p, waiting for room at most maxWait (negative:
+// as long as it takes) before it fails with errBehind. One chunk always
+// fits in an empty spool. It returns how long it waited.
+func (s *spool) write(p []byte, maxWait time.Duration) (time.Duration, error) {
+	var timeout <-chan time.Time
+	var start time.Time
+	for {
+		s.mu.Lock()
+		if s.failed != nil {
+			s.mu.Unlock()
+			return waitedSince(start), s.failed
 		}
-		s.cond.Wait()
+		if s.queued == 0 || s.queued+int64(len(p)) <= s.limit {
+			s.chunks = append(s.chunks, append([]byte(nil), p...))
+			s.queued += int64(len(p))
+			s.changedLocked()
+			s.mu.Unlock()
+			return waitedSince(start), nil
+		}
+		wake := s.wake
+		s.mu.Unlock()
+		if start.IsZero() {
+			start = time.Now()
+			if maxWait >= 0 {
+				tm := time.NewTimer(maxWait)
+				defer tm.Stop()
+				timeout = tm.C
+			}
+		}
+		select {
+		case <-wake:
+		case <-timeout:
+			return waitedSince(start), errBehind
+		}
 	}
-	if s.failed != nil {
-		return s.failed
+}
+
+func waitedSince(start time.Time) time.Duration {
+	if start.IsZero() {
+		return 0
 	}
-	s.chunks = append(s.chunks, append([]byte(nil), p...))
-	s.queued += int64(len(p))
-	s.cond.Broadcast()
-	return nil
+	return time.Since(start)
 }
 
 // close ends the stream: the reader gets what is queued, then err.
@@ -388,8 +435,8 @@ func (s *spool) close(err error) {
 	s.mu.Lock()
 	if s.end == nil {
 		s.end = err
+		s.changedLocked()
 	}
-	s.cond.Broadcast()
 	s.mu.Unlock()
 }
 
@@ -400,8 +447,8 @@ func (s *spool) fail(err error) {
 	if first {
 		s.failed = err
 		s.chunks, s.queued = nil, 0
+		s.changedLocked()
 	}
-	s.cond.Broadcast()
 	s.mu.Unlock()
 	if first && s.onFail != nil {
 		s.onFail()
@@ -409,25 +456,30 @@ func (s *spool) fail(err error) {
 }
 
 func (s *spool) Read(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for len(s.chunks) == 0 && s.end == nil && s.failed == nil {
-		s.cond.Wait()
+	for {
+		s.mu.Lock()
+		switch {
+		case s.failed != nil:
+			s.mu.Unlock()
+			return 0, s.failed
+		case len(s.chunks) > 0:
+			n := copy(p, s.chunks[0])
+			if n == len(s.chunks[0]) {
+				s.chunks[0] = nil
+				s.chunks = s.chunks[1:]
+			} else {
+				s.chunks[0] = s.chunks[0][n:]
+			}
+			s.queued -= int64(n)
+			s.changedLocked()
+			s.mu.Unlock()
+			return n, nil
+		case s.end != nil:
+			s.mu.Unlock()
+			return 0, s.end
+		}
+		wake := s.wake
+		s.mu.Unlock()
+		<-wake
 	}
-	if s.failed != nil {
-		return 0, s.failed
-	}
-	if len(s.chunks) == 0 {
-		return 0, s.end
-	}
-	n := copy(p, s.chunks[0])
-	if n == len(s.chunks[0]) {
-		s.chunks[0] = nil
-		s.chunks = s.chunks[1:]
-	} else {
-		s.chunks[0] = s.chunks[0][n:]
-	}
-	s.queued -= int64(n)
-	s.cond.Broadcast()
-	return n, nil
 }
