@@ -11,6 +11,11 @@
 // short 200. Here a panic after the headers aborts the stream (the
 // runtime sends Lambda-Runtime-Function-Error-* trailers and the viewer
 // sees a cut response), and one before them is a 502.
+//
+// aws-lambda-go posts the response chunked, with trailers, but without a
+// Lambda-Runtime-Function-Response-Mode header: Lambda streams by the
+// invocation's mode, the header being optional (so in AWS's runtime
+// emulator source, internal/lambda/core/directinvoke).
 package functionurl
 
 import (
