@@ -402,11 +402,9 @@ func TestLambdaWithS3Down(t *testing.T) {
 // over spread. broken cuts the connection after head instead.
 type trickleOrigin struct {
 	*httptest.Server
-	body        []byte
-	gate        chan struct{}
-	firstSent   time.Time
-	lastSent    time.Time
-	headersSent atomic.Bool
+	body     []byte
+	gate     chan struct{}
+	lastSent atomic.Int64 // unix nanoseconds of the last byte's write
 }
 
 const trickleHead = 256 << 10
@@ -418,7 +416,6 @@ func newTrickleOrigin(t *testing.T, size int, spread time.Duration, broken bool)
 		w.Header().Set("Content-Length", fmt.Sprint(size))
 		w.Write(o.body[:trickleHead])
 		w.(http.Flusher).Flush()
-		o.firstSent = time.Now()
 		if broken {
 			panic(http.ErrAbortHandler) // the connection drops mid-body
 		}
@@ -431,9 +428,11 @@ func newTrickleOrigin(t *testing.T, size int, spread time.Duration, broken bool)
 			w.Write(rest[:n])
 			w.(http.Flusher).Flush()
 			rest = rest[n:]
+			if len(rest) == 0 {
+				o.lastSent.Store(time.Now().UnixNano())
+			}
 			time.Sleep(spread / pieces)
 		}
-		o.lastSent = time.Now()
 	}))
 	t.Cleanup(o.Close)
 	return o
@@ -478,7 +477,7 @@ func TestLambdaStreamsTrickledMiss(t *testing.T) {
 		t.Fatalf("streamed %d bytes, equal=%v", len(resp.body), bytes.Equal(resp.body, o.body))
 	}
 	t.Logf("20 MiB trickled over 2 s: first bytes after %v, whole body after %v (origin's last byte %v after the request)",
-		firstByte.Round(time.Millisecond), total.Round(time.Millisecond), o.lastSent.Sub(start).Round(time.Millisecond))
+		firstByte.Round(time.Millisecond), total.Round(time.Millisecond), time.Unix(0, o.lastSent.Load()).Sub(start).Round(time.Millisecond))
 	// The request's log line says when its first byte went out.
 	if !strings.Contains(fn.rt.Logs(), `"ttfb_ms":`) {
 		t.Errorf("no ttfb in the request log:\n%s", fn.rt.Logs())
