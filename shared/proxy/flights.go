@@ -40,11 +40,16 @@ func (f *flights) do(ctx context.Context, key string, fn func(context.Context) (
 	}
 	c := f.calls[key]
 	if c != nil && c.finished() {
-		// A tee still streaming: share it.
-		c.refs++
-		f.mu.Unlock()
-		var once sync.Once
-		return c.val, func() { once.Do(func() { f.unref(c) }) }, nil
+		if !c.val.tee.ended() {
+			// A tee still streaming: share it.
+			c.refs++
+			f.mu.Unlock()
+			var once sync.Once
+			return c.val, func() { once.Do(func() { f.unref(c) }) }, nil
+		}
+		// Ended, about to leave the map: its outcome is in the store
+		// (or the failure memory) by now.
+		c = nil
 	}
 	if c == nil {
 		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

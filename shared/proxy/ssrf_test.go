@@ -161,6 +161,7 @@ type stackOptions struct {
 	store    store.Store // default: a directory store
 	// Handler settings, as service.New sets them on Lambda or locally.
 	inlineLimit int64
+	streamLimit int64
 	precompute  jobs.Enqueuer
 }
 
@@ -204,6 +205,7 @@ func newStack(t *testing.T, o stackOptions) *httptest.Server {
 		Headers:     proxy.DefaultHeaders,
 		Logger:      log,
 		InlineLimit: o.inlineLimit,
+		StreamLimit: o.streamLimit,
 		Precompute:  o.precompute,
 	})
 	srv := httptest.NewServer(h)

@@ -108,8 +108,9 @@ type streamed struct {
 	status           int
 	header           http.Header
 	body             []byte
-	err              error // reading the body
-	firstByte, total time.Duration
+	err              error         // reading the body
+	headers          time.Duration // the response's headers
+	firstByte, total time.Duration // its body's first and last bytes
 	start, firstAt   time.Time
 }
 
@@ -130,6 +131,7 @@ func streamGet(t *testing.T, proxyURL, src string, stopAfter, pauseAt int, pause
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	s.headers = time.Since(s.start)
 	s.status, s.header = resp.StatusCode, resp.Header
 	var body bytes.Buffer
 	buf := make([]byte, 32<<10)
@@ -291,7 +293,7 @@ func TestStreamedMissClientLeaves(t *testing.T) {
 	for _, sc := range streamStores() {
 		t.Run(sc.name, func(t *testing.T) {
 			ss := sc.open(t)
-			p, _, _ := newService(t, ss.env)
+			p, _, svc := newService(t, ss.env)
 			o := newTrickleOrigin(t, video, 4*time.Second)
 			src := o.URL + "/v.mp4"
 			s := streamGet(t, p.URL, src, len(video)/10, 0, nil)
@@ -300,6 +302,57 @@ func TestStreamedMissClientLeaves(t *testing.T) {
 			}
 			key, _ := keysOf(t, src, variant.Original)
 			waitStored(t, ss.st, key, video)
+			// The tee's memory is given back.
+			deadline := time.Now().Add(10 * time.Second)
+			for svc.Budget.Held() != 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n := svc.Budget.Held(); n != 0 {
+				t.Errorf("%d bytes of memory budget still held", n)
+			}
+		})
+	}
+}
+
+// TestStreamLimit: Config.StreamLimit streams a large miss only up to a
+// declared size; a larger one is stored first and answered from the store
+// (here a dir store: its file, with an ETag and ranges). A streamed miss
+// answers a Range request with the whole body.
+func TestStreamLimit(t *testing.T) {
+	video := testmedia.MP4(12 << 20)
+	for _, c := range []struct {
+		name     string
+		limit    int64
+		streamed bool
+	}{
+		{"under the limit", 16 << 20, true},
+		{"over the limit", 10 << 20, false},
+		{"never", -1, false},
+		{"always", 0, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir, err := store.NewDir(t.TempDir(), store.DirOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := newStack(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: dir, streamLimit: c.limit})
+			o := newTrickleOrigin(t, video, time.Second)
+			src := o.URL + "/v.mp4"
+			r := request(t, http.MethodGet, p.URL+"/v.mp4?url="+url.QueryEscape(src), "Range", "bytes=0-99")
+			key, _ := keysOf(t, src, variant.Original)
+			if c.streamed {
+				if r.status != http.StatusOK || !bytes.Equal(r.body, video) || r.header.Get("ETag") != "" {
+					t.Fatalf("streamed: %d, %d bytes, ETag %q; want 200, the whole body, no ETag", r.status, len(r.body), r.header.Get("ETag"))
+				}
+				waitStored(t, dir, key, video)
+				return
+			}
+			if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video[:100]) || r.header.Get("ETag") == "" {
+				t.Fatalf("stored first: %d, %d bytes, ETag %q; want 206 from the stored file", r.status, len(r.body), r.header.Get("ETag"))
+			}
+			if got, err := storedBytes(t, dir, key); err != nil || !bytes.Equal(got, video) {
+				t.Errorf("stored %d bytes (%v) before answering, want the origin's", len(got), err)
+			}
 		})
 	}
 }

@@ -49,6 +49,8 @@ type tee struct {
 	client *spool
 	store  *spool // nil: no store copy
 	budget int64  // memory budget held, given back when done
+	// putCancel ends the store write's context.
+	putCancel context.CancelFunc
 
 	mu      sync.Mutex
 	claimed bool
@@ -66,6 +68,10 @@ const teeLag = 4 << 20
 // teeGrace is how long the pump waits in all for a side whose spool is
 // full, at least, before it lets it go (see pump).
 const teeGrace = time.Second
+
+// putAbortGrace is how long a store write let go has to notice its
+// failed body before its context is cancelled.
+const putAbortGrace = 5 * time.Second
 
 // teeBudgetWait bounds the wait for the tee's memory: without it the
 // client is still streamed, only not stored.
@@ -116,7 +122,7 @@ func (h *Handler) startTee(ctx context.Context, cancel context.CancelFunc, req r
 		// and the fetch's own timeout ends it; this one catches a silent
 		// store.
 		pctx, pcancel := context.WithTimeout(ctx, h.cfg.StreamTimeout)
-		t.store.onFail = pcancel
+		t.putCancel = pcancel
 		go func() {
 			defer pcancel()
 			err := h.cfg.Store.Put(pctx, req.key, t.meta, t.store)
@@ -167,6 +173,11 @@ func (t *tee) pump(ctx context.Context, putDone <-chan error) {
 					if errors.Is(werr, errBehind) {
 						t.h.log.Warn("store write fell behind the origin; answering without caching", "request_id", t.id, "key", t.req.key)
 						t.store.fail(fmt.Errorf("store write %w", errBehind))
+						// A write stuck in the store's own calls does not
+						// read the failure: end its context too, after a
+						// moment (cancelling an S3 upload as it starts
+						// would leave it behind, unknown to abort).
+						time.AfterFunc(putAbortGrace, t.putCancel)
 					}
 				}
 			}
@@ -220,6 +231,16 @@ func (t *tee) pump(ctx context.Context, putDone <-chan error) {
 		t.h.log.Info("produce failed", "request_id", t.id, "url", t.req.logURL, "variant", string(t.req.kind), "err", t.err)
 	} else if complete && storeOn && putErr != nil {
 		t.h.log.Warn("store write failed; answering without caching", "request_id", t.id, "key", t.req.key, "err", putErr)
+	}
+}
+
+// ended tells whether the pump is done.
+func (t *tee) ended() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -374,7 +395,6 @@ type spool struct {
 	limit  int64
 	end    error // set by close: returned once the queue is drained
 	failed error // set by fail: returned at once, to both ends
-	onFail func()
 }
 
 func newSpool(limit int64) *spool {
@@ -443,16 +463,12 @@ func (s *spool) close(err error) {
 // fail ends the stream at once for both ends, dropping what is queued.
 func (s *spool) fail(err error) {
 	s.mu.Lock()
-	first := s.failed == nil
-	if first {
+	if s.failed == nil {
 		s.failed = err
 		s.chunks, s.queued = nil, 0
 		s.changedLocked()
 	}
 	s.mu.Unlock()
-	if first && s.onFail != nil {
-		s.onFail()
-	}
 }
 
 func (s *spool) Read(p []byte) (int, error) {
