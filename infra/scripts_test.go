@@ -24,6 +24,7 @@ import (
 //	FAKE_NO_CDN        set: the stack has no CloudFront
 //	FAKE_WAIT_FAILS    how many stack-delete waits end in DELETE_FAILED
 //	FAKE_CURL_FAILS    set: the health check fails
+//	FAKE_URL_MODE      the Function URL's invoke mode; default RESPONSE_STREAM
 const fakeAWS = `#!/bin/bash
 echo "$*" >>"$FAKE_STATE/calls"
 args="$*"
@@ -45,6 +46,13 @@ case $args in
       *"Outputs[].[OutputKey,OutputValue]"*) printf 'CloudFrontDomain\td123.cloudfront.net\n' ;;
       *) echo None ;;
     esac ;;
+  *"describe-stack-resource "*)
+    case $args in
+      *"--logical-resource-id ProxyFunction "*) echo stack-ProxyFunction-1 ;;
+      *"--logical-resource-id Distribution "*) if [ -n "$FAKE_NO_CDN" ]; then echo None; else echo E2DIST; fi ;;
+      *) echo None ;;
+    esac ;;
+  *"lambda get-function-url-config"*) echo "${FAKE_URL_MODE:-RESPONSE_STREAM}" ;;
   *"describe-stack-resources"*)
     printf '%b' "${FAKE_RESOURCES-MediaBucket\tAWS::S3::Bucket\tCREATE_COMPLETE\tvariants-bucket\nProxyFunction\tAWS::Lambda::Function\tUPDATE_COMPLETE\tstack-ProxyFunction-1\nWorkerFunction\tAWS::Lambda::Function\tUPDATE_COMPLETE\tstack-WorkerFunction-2\n}" ;;
   *"lambda get-account-settings"*)
@@ -270,6 +278,51 @@ func TestDeployHealthCheck(t *testing.T) {
 	run = runScript(t, root, deployed(t), []string{"FAKE_CURL_FAILS=1"}, "deploy", "--skip-package")
 	if !strings.Contains(run.out, "deploy: the proxy does not answer at https://d123.cloudfront.net/") {
 		t.Errorf("a failed health check is not reported:\n%s", run.out)
+	}
+}
+
+// A stack deployed before streaming has a BUFFERED Function URL. The
+// update switches it (in place: same URL, so CloudFront's origin stays),
+// after the function's new code, so CloudFront may have cached what the
+// streaming code answered through the buffered URL in between: deploy
+// invalidates the distribution once, after the update, and only then.
+func TestDeploySwitchFromBuffered(t *testing.T) {
+	root := fakeCheckout(t)
+	run := runScript(t, root, deployed(t), []string{"FAKE_URL_MODE=BUFFERED"}, "deploy", "--skip-package")
+	inv := run.called("cloudfront create-invalidation")
+	if len(inv) != 1 || !strings.Contains(inv[0], "--distribution-id E2DIST --paths /*") {
+		t.Fatalf("invalidations %q in\n%s", inv, strings.Join(run.calls, "\n"))
+	}
+	if len(run.called("get-function-url-config --function-name stack-ProxyFunction-1 ")) != 1 {
+		t.Errorf("the URL's mode was not read from the stack's function:\n%s", strings.Join(run.calls, "\n"))
+	}
+	last := func(part string) int {
+		n := -1
+		for i, c := range run.calls {
+			if strings.Contains(c, part) {
+				n = i
+			}
+		}
+		return n
+	}
+	if last("cloudfront create-invalidation") < last("cloudformation deploy") {
+		t.Error("invalidated before the stack update")
+	}
+	if !strings.Contains(run.out, "was BUFFERED") {
+		t.Errorf("the switch is not reported:\n%s", run.out)
+	}
+
+	// Already streaming, or no CloudFront: nothing to clear.
+	for _, env := range [][]string{nil, {"FAKE_URL_MODE=BUFFERED", "FAKE_NO_CDN=1"}} {
+		run := runScript(t, root, deployed(t), env, "deploy", "--skip-package")
+		if inv := run.called("create-invalidation"); len(inv) != 0 {
+			t.Errorf("%v: invalidated %q", env, inv)
+		}
+	}
+	// A new stack has nothing cached.
+	run = runScript(t, root, t.TempDir(), []string{"FAKE_URL_MODE=BUFFERED"}, "deploy", "--skip-package")
+	if inv := run.called("create-invalidation"); len(inv) != 0 {
+		t.Errorf("new stack: invalidated %q", inv)
 	}
 }
 

@@ -199,6 +199,7 @@ var leftToDefaults = map[string]string{
 	"MEDIA_PROXY_TRANSFORM_TIMEOUT":        "the defaults fit in the function timeouts (checked below)",
 	"MEDIA_PROXY_SVG_CHILD":                "not a setting: the process sets it for its own SVG renderer child",
 	"MEDIA_PROXY_INLINE_HITS_BELOW":        "off by default: every hit is a redirect, as the design says",
+	"MEDIA_PROXY_LAMBDA_STREAM_LIMIT":      "the code's default comes from the README's streaming model (its stream fits the proxy's time: checked below)",
 }
 
 // awaitingWiring are variables the stack sets for code that is being
@@ -244,6 +245,14 @@ func TestEnvironmentCoversConfig(t *testing.T) {
 		if d := time.Duration(secs) * time.Second; d <= cfg.FetchTimeout+cfg.TransformTimeout || d <= cfg.ConnectTimeout+cfg.ResponseTimeout {
 			t.Errorf("%s default %v leaves no time after a fetch (timeout %v)", p, d, cfg.FetchTimeout)
 		}
+	}
+	// A streamed miss at the limit takes at least its bytes past Lambda's
+	// 6 MB burst at 2 MB/s, however fast the origin: that too must fit in
+	// the least time the proxy may have.
+	least, _ := strconv.Atoi(fmt.Sprint(mapOf(mapOf(rawTemplate(t)["Parameters"])["ProxyTimeout"])["MinValue"]))
+	const burst, rate = 6_000_000, 2_000_000
+	if stream := time.Duration(cfg.LambdaStreamLimit-burst) * time.Second / rate; stream >= time.Duration(least)*time.Second/2 {
+		t.Errorf("streaming %d bytes takes at least %v: over half of the least ProxyTimeout (%d s)", cfg.LambdaStreamLimit, stream, least)
 	}
 }
 
@@ -489,7 +498,7 @@ func TestFunctionURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.AuthType != "AWS_IAM" || str(u.InvokeMode) != "BUFFERED" || u.TargetFunctionArn != attOf("ProxyFunction", "Arn") {
+	if u.AuthType != "AWS_IAM" || str(u.InvokeMode) != "RESPONSE_STREAM" || u.TargetFunctionArn != attOf("ProxyFunction", "Arn") {
 		t.Errorf("Function URL auth %q mode %q target %q", u.AuthType, str(u.InvokeMode), u.TargetFunctionArn)
 	}
 	distribution := "arn:aws:cloudfront::123456789012:distribution/" + refOf("Distribution")

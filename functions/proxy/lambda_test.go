@@ -5,9 +5,9 @@ package main
 // origin, and post Function URL events to it as Lambda would.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -72,27 +72,47 @@ func (e s3Env) createBucket(t *testing.T) string {
 	return bucket
 }
 
-// emulator is the proxy's bootstrap under the Lambda runtime emulator.
-type emulator struct{ *lambdatest.Emulator }
-
-func startEmulator(t *testing.T, env map[string]string) emulator {
-	t.Helper()
-	rie := standin(t, "MEDIA_PROXY_TEST_RIE")
-	var vars []string
-	for k, v := range env {
-		vars = append(vars, k+"="+v)
+// env is the function's environment for a bucket (or store) and S3
+// endpoint, with origins on loopback allowed.
+func (e s3Env) env(store, endpoint string) []string {
+	return []string{
+		"MEDIA_PROXY_STORE=" + store,
+		"MEDIA_PROXY_S3_PATH_STYLE=true",
+		"MEDIA_PROXY_QUEUE=none",
+		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS=127.0.0.0/8",
+		"MEDIA_PROXY_ALLOWED_PORTS=1-65535", // origins on random loopback ports
+		"AWS_ENDPOINT_URL_S3=" + endpoint,
+		"AWS_ACCESS_KEY_ID=" + e.access,
+		"AWS_SECRET_ACCESS_KEY=" + e.secret,
+		"AWS_REGION=" + e.region,
 	}
-	return emulator{lambdatest.Start(t, rie, "", lambdatest.Build(t, "."), vars)}
 }
 
-// invoke posts a Function URL event and returns the decoded response and
-// the size of the raw payload Lambda would have carried.
-func (e emulator) invoke(t *testing.T, method, path, query string, headers map[string]string) (events.LambdaFunctionURLResponse, []byte, int) {
+// function is the proxy's bootstrap under a runtime API: AWS's emulator,
+// which collects a response whole (at most 6 MB) before answering, or
+// lambdatest's stand-in, which passes a streamed response on as it comes
+// with the trailers that end it.
+type function struct {
+	emu *lambdatest.Emulator
+	rt  *lambdatest.Runtime
+}
+
+func startEmulator(t *testing.T, env []string) function {
 	t.Helper()
+	rie := standin(t, "MEDIA_PROXY_TEST_RIE")
+	return function{emu: lambdatest.Start(t, rie, "", lambdatest.Build(t, "."), env)}
+}
+
+func startRuntime(t *testing.T, env []string) function {
+	t.Helper()
+	return function{rt: lambdatest.StartRuntime(t, lambdatest.Build(t, "."), env)}
+}
+
+func urlEvent(method, path, query string, headers map[string]string) events.LambdaFunctionURLRequest {
 	if headers == nil {
 		headers = map[string]string{}
 	}
-	ev := events.LambdaFunctionURLRequest{
+	return events.LambdaFunctionURLRequest{
 		Version: "2.0", RawPath: path, RawQueryString: query, Headers: headers,
 		RequestContext: events.LambdaFunctionURLRequestContext{
 			RequestID:  fmt.Sprintf("test-%d", time.Now().UnixNano()),
@@ -100,19 +120,53 @@ func (e emulator) invoke(t *testing.T, method, path, query string, headers map[s
 			HTTP:       events.LambdaFunctionURLRequestContextHTTPDescription{Method: method, Path: path, SourceIP: "192.0.2.10"},
 		},
 	}
-	var out events.LambdaFunctionURLResponse
-	raw := e.InvokeJSON(t, ev, &out)
-	if len(raw) > maxPayload {
-		t.Errorf("%s %s?%s: payload of %d bytes exceeds Lambda's limit", method, path, query, len(raw))
+}
+
+// reply is a streamed Function URL response, read to its end.
+type reply struct {
+	lambdatest.Prelude
+	body []byte
+	// trailer ended the response (stand-in only): error trailers mean
+	// Lambda cuts the viewer's response short.
+	trailer http.Header
+}
+
+func (r reply) header(name string) string { return r.Headers[strings.ToLower(name)] }
+
+func (f function) invoke(t *testing.T, method, path, query string, headers map[string]string) reply {
+	t.Helper()
+	ev := urlEvent(method, path, query, headers)
+	if f.emu != nil {
+		p, body := f.emu.InvokeURL(t, ev)
+		return reply{Prelude: p, body: body}
 	}
-	body := []byte(out.Body)
-	if out.IsBase64Encoded {
-		var err error
-		if body, err = base64.StdEncoding.DecodeString(out.Body); err != nil {
-			t.Fatal(err)
+	s := f.rt.Invoke(t, ev)
+	if s.ContentType != "application/vnd.awslambda.http-integration-response" {
+		t.Fatalf("%s %s: response posted as %q", method, path, s.ContentType)
+	}
+	r := bufio.NewReader(s.Body)
+	p, err := lambdatest.ReadPrelude(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply{Prelude: p, body: body, trailer: s.Trailer()}
+}
+
+// checkCommon: every response carries the proxy's common headers.
+func checkCommon(t *testing.T, r reply) {
+	t.Helper()
+	for _, h := range []string{"Content-Security-Policy", "Access-Control-Allow-Origin", "X-Content-Type-Options"} {
+		if r.header(h) == "" {
+			t.Errorf("no %s in %v", h, r.Headers)
 		}
 	}
-	return out, body, len(raw)
+	if r.trailer.Get("Lambda-Runtime-Function-Error-Type") != "" {
+		t.Errorf("error trailers %v", r.trailer)
+	}
 }
 
 type lambdaOrigin struct {
@@ -186,24 +240,21 @@ func TestLambdaWithS3(t *testing.T) {
 		"/over.png":  over,
 		"/range.png": paddedPNG(100_000),
 	})
-	emu := startEmulator(t, map[string]string{
-		"MEDIA_PROXY_STORE":                    "s3://" + bucket + "/cache/",
-		"MEDIA_PROXY_S3_PATH_STYLE":            "true",
-		"MEDIA_PROXY_QUEUE":                    "none",
-		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8",
-		"MEDIA_PROXY_ALLOWED_PORTS":            "1-65535", // origins on random loopback ports
-		"AWS_ENDPOINT_URL_S3":                  s3env.endpoint,
-		"AWS_ACCESS_KEY_ID":                    s3env.access,
-		"AWS_SECRET_ACCESS_KEY":                s3env.secret,
-		"AWS_REGION":                           s3env.region,
-	})
+	mid := testmedia.MP4(10 << 20)
+	o.files["/mid.mp4"] = mid
+	// 16 MiB: the 10 MiB video is streamed, the 20 MiB one stored first.
+	fn := startRuntime(t, append(s3env.env("s3://"+bucket+"/cache/", s3env.endpoint), "MEDIA_PROXY_LAMBDA_STREAM_LIMIT=16777216"))
 
 	t.Run("miss then hit", func(t *testing.T) {
-		first, body, _ := emu.invoke(t, "GET", "/emoji.webp", q(o.URL+"/anim.gif", "emoji=1"), nil)
-		if first.StatusCode != 200 || first.Headers["content-type"] != "image/webp" || !first.IsBase64Encoded {
+		first := fn.invoke(t, "GET", "/emoji.webp", q(o.URL+"/anim.gif", "emoji=1"), nil)
+		if first.StatusCode != 200 || first.header("Content-Type") != "image/webp" {
 			t.Fatalf("miss: %d %v", first.StatusCode, first.Headers)
 		}
-		im, err := vips.Header(body, true)
+		checkCommon(t, first)
+		if cc := first.header("Cache-Control"); !strings.HasPrefix(cc, "max-age=") {
+			t.Errorf("miss Cache-Control %q", cc)
+		}
+		im, err := vips.Header(first.body, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,20 +263,21 @@ func TestLambdaWithS3(t *testing.T) {
 		}
 		im.Close()
 
-		second, _, _ := emu.invoke(t, "GET", "/emoji.webp", q(o.URL+"/anim.gif", "emoji=1"), nil)
-		loc := second.Headers["location"]
+		second := fn.invoke(t, "GET", "/emoji.webp", q(o.URL+"/anim.gif", "emoji=1"), nil)
+		loc := second.header("Location")
 		if second.StatusCode != http.StatusFound || !strings.Contains(loc, "X-Amz-Signature=") {
 			t.Fatalf("hit: %d %v", second.StatusCode, second.Headers)
 		}
-		if cc := second.Headers["cache-control"]; !strings.HasPrefix(cc, "max-age=") || cc == "max-age=0" {
+		checkCommon(t, second)
+		if cc := second.header("Cache-Control"); !strings.HasPrefix(cc, "max-age=") || cc == "max-age=0" {
 			t.Errorf("redirect Cache-Control %q", cc)
 		}
 		resp, stored := fetchRedirect(t, loc)
-		if resp.StatusCode != 200 || !bytes.Equal(stored, body) {
-			t.Fatalf("presigned URL: %d, %d bytes, equal=%v", resp.StatusCode, len(stored), bytes.Equal(stored, body))
+		if resp.StatusCode != 200 || !bytes.Equal(stored, first.body) {
+			t.Fatalf("presigned URL: %d, %d bytes, equal=%v", resp.StatusCode, len(stored), bytes.Equal(stored, first.body))
 		}
 		for _, h := range []string{"Content-Type", "Content-Disposition", "Cache-Control"} {
-			if got, want := resp.Header.Get(h), first.Headers[strings.ToLower(h)]; got != want {
+			if got, want := resp.Header.Get(h), first.header(h); got != want {
 				t.Errorf("S3 %s = %q, proxy said %q", h, got, want)
 			}
 		}
@@ -234,57 +286,74 @@ func TestLambdaWithS3(t *testing.T) {
 		}
 	})
 
-	t.Run("20 MB video by redirect", func(t *testing.T) {
-		resp, _, size := emu.invoke(t, "GET", "/video.mp4", q(o.URL+"/video.mp4", ""), nil)
-		if resp.StatusCode != http.StatusFound || size > 4096 {
-			t.Fatalf("video: %d, payload %d bytes", resp.StatusCode, size)
+	t.Run("video within the stream limit", func(t *testing.T) {
+		resp := fn.invoke(t, "GET", "/mid.mp4", q(o.URL+"/mid.mp4", ""), nil)
+		checkCommon(t, resp)
+		if resp.StatusCode != 200 || resp.header("Content-Type") != "video/mp4" || !bytes.Equal(resp.body, mid) {
+			t.Fatalf("video: %d %v, %d bytes", resp.StatusCode, resp.Headers, len(resp.body))
 		}
-		got, b := fetchRedirect(t, resp.Headers["location"])
+		hit := fn.invoke(t, "GET", "/mid.mp4", q(o.URL+"/mid.mp4", ""), nil)
+		if hit.StatusCode != http.StatusFound {
+			t.Fatalf("second view: %d", hit.StatusCode)
+		}
+		if _, b := fetchRedirect(t, hit.header("Location")); !bytes.Equal(b, mid) {
+			t.Error("stored copy differs")
+		}
+	})
+
+	t.Run("video over the stream limit", func(t *testing.T) {
+		resp := fn.invoke(t, "GET", "/video.mp4", q(o.URL+"/video.mp4", ""), nil)
+		checkCommon(t, resp)
+		if resp.StatusCode != http.StatusFound {
+			t.Fatalf("video: %d %v, %d bytes", resp.StatusCode, resp.Headers, len(resp.body))
+		}
+		got, b := fetchRedirect(t, resp.header("Location"))
 		if got.StatusCode != 200 || got.Header.Get("Content-Type") != "video/mp4" || !bytes.Equal(b, video) {
 			t.Fatalf("video from S3: %d %s, %d bytes, equal=%v", got.StatusCode, got.Header.Get("Content-Type"), len(b), bytes.Equal(b, video))
 		}
 	})
 
-	t.Run("payload limit", func(t *testing.T) {
-		resp, body, _ := emu.invoke(t, "GET", "/u.png", q(o.URL+"/under.png", ""), nil)
-		if resp.StatusCode != 200 || !bytes.Equal(body, under) {
-			t.Errorf("just under the limit: %d, %d bytes", resp.StatusCode, len(body))
+	t.Run("either side of the in-memory limit", func(t *testing.T) {
+		resp := fn.invoke(t, "GET", "/u.png", q(o.URL+"/under.png", ""), nil)
+		if resp.StatusCode != 200 || !bytes.Equal(resp.body, under) {
+			t.Errorf("just under the limit: %d, %d bytes", resp.StatusCode, len(resp.body))
 		}
-		resp, _, _ = emu.invoke(t, "GET", "/o.png", q(o.URL+"/over.png", ""), nil)
-		if resp.StatusCode != http.StatusFound {
-			t.Fatalf("just over the limit: %d", resp.StatusCode)
+		resp = fn.invoke(t, "GET", "/o.png", q(o.URL+"/over.png", ""), nil)
+		body := resp.body
+		if resp.StatusCode == http.StatusFound {
+			_, body = fetchRedirect(t, resp.header("Location"))
 		}
-		if _, b := fetchRedirect(t, resp.Headers["location"]); !bytes.Equal(b, over) {
-			t.Error("redirected body differs")
+		if !bytes.Equal(body, over) {
+			t.Errorf("just over the limit: %d, %d bytes", resp.StatusCode, len(body))
 		}
 	})
 
 	t.Run("range on an inline body", func(t *testing.T) {
-		resp, body, _ := emu.invoke(t, "GET", "/r.png", q(o.URL+"/range.png", ""), map[string]string{"range": "bytes=0-9"})
-		if resp.StatusCode != http.StatusPartialContent || len(body) != 10 || resp.Headers["content-range"] != "bytes 0-9/100000" {
-			t.Errorf("range: %d, %d bytes, Content-Range %q", resp.StatusCode, len(body), resp.Headers["content-range"])
+		resp := fn.invoke(t, "GET", "/r.png", q(o.URL+"/range.png", ""), map[string]string{"range": "bytes=0-9"})
+		if resp.StatusCode != http.StatusPartialContent || len(resp.body) != 10 || resp.header("Content-Range") != "bytes 0-9/100000" {
+			t.Errorf("range: %d, %d bytes, Content-Range %q", resp.StatusCode, len(resp.body), resp.header("Content-Range"))
 		}
 	})
 
 	t.Run("HEAD and OPTIONS", func(t *testing.T) {
-		resp, body, _ := emu.invoke(t, "HEAD", "/u.png", q(o.URL+"/under.png", ""), nil)
-		if len(body) != 0 || resp.StatusCode >= 400 {
-			t.Errorf("HEAD: %d with %d bytes", resp.StatusCode, len(body))
+		resp := fn.invoke(t, "HEAD", "/u.png", q(o.URL+"/under.png", ""), nil)
+		if len(resp.body) != 0 || resp.StatusCode >= 400 {
+			t.Errorf("HEAD: %d with %d bytes", resp.StatusCode, len(resp.body))
 		}
-		resp, _, _ = emu.invoke(t, "OPTIONS", "/e.webp", q(o.URL+"/anim.gif", "emoji=1"), map[string]string{"origin": "https://misskey.example", "access-control-request-method": "GET"})
-		if resp.StatusCode != http.StatusNoContent || resp.Headers["access-control-allow-origin"] != "*" || resp.Headers["access-control-allow-methods"] == "" {
+		resp = fn.invoke(t, "OPTIONS", "/e.webp", q(o.URL+"/anim.gif", "emoji=1"), map[string]string{"origin": "https://misskey.example", "access-control-request-method": "GET"})
+		if resp.StatusCode != http.StatusNoContent || resp.header("Access-Control-Allow-Origin") != "*" || resp.header("Access-Control-Allow-Methods") == "" {
 			t.Errorf("OPTIONS: %d %v", resp.StatusCode, resp.Headers)
 		}
-		resp, body, _ = emu.invoke(t, "GET", "/", "", nil)
-		if resp.StatusCode != 200 || len(body) == 0 {
-			t.Errorf("health: %d %q", resp.StatusCode, body)
+		resp = fn.invoke(t, "GET", "/", "", nil)
+		if resp.StatusCode != 200 || len(resp.body) == 0 {
+			t.Errorf("health: %d %q", resp.StatusCode, resp.body)
 		}
 	})
 
 	t.Run("failure memory", func(t *testing.T) {
 		for range 3 {
-			resp, _, _ := emu.invoke(t, "GET", "/d.webp", q(o.URL+"/dead.png", "emoji=1"), nil)
-			if resp.StatusCode != http.StatusNotFound || resp.Headers["cache-control"] != "max-age=300" {
+			resp := fn.invoke(t, "GET", "/d.webp", q(o.URL+"/dead.png", "emoji=1"), nil)
+			if resp.StatusCode != http.StatusNotFound || resp.header("Cache-Control") != "max-age=300" {
 				t.Fatalf("dead link: %d %v", resp.StatusCode, resp.Headers)
 			}
 		}
@@ -294,25 +363,153 @@ func TestLambdaWithS3(t *testing.T) {
 	})
 }
 
+// AWS's own emulator takes the streamed responses as Lambda does (it
+// collects them whole, so only small ones).
+func TestLambdaUnderEmulator(t *testing.T) {
+	s3env := s3FromEnv(t)
+	bucket := s3env.createBucket(t)
+	o := newLambdaOrigin(t, map[string][]byte{"/anim.gif": testmedia.GIF(64, 64, 2)})
+	fn := startEmulator(t, s3env.env("s3://"+bucket+"/", s3env.endpoint))
+	miss := fn.invoke(t, "GET", "/emoji.webp", q(o.URL+"/anim.gif", "emoji=1"), nil)
+	if miss.StatusCode != 200 || miss.header("Content-Type") != "image/webp" || len(miss.body) == 0 {
+		t.Fatalf("miss: %d %v", miss.StatusCode, miss.Headers)
+	}
+	checkCommon(t, miss)
+	hit := fn.invoke(t, "GET", "/emoji.webp", q(o.URL+"/anim.gif", "emoji=1"), nil)
+	if hit.StatusCode != http.StatusFound || hit.header("Location") == "" {
+		t.Fatalf("hit: %d %v", hit.StatusCode, hit.Headers)
+	}
+	if _, b := fetchRedirect(t, hit.header("Location")); !bytes.Equal(b, miss.body) {
+		t.Error("stored variant differs from the one answered")
+	}
+}
+
 func TestLambdaWithS3Down(t *testing.T) {
 	s3env := s3FromEnv(t)
 	closed := "http://" + lambdatest.FreeAddr(t)
 	o := newLambdaOrigin(t, map[string][]byte{"/e.png": testmedia.PNG(300, 300)})
-	emu := startEmulator(t, map[string]string{
-		"MEDIA_PROXY_STORE":                    "s3://nowhere/",
-		"MEDIA_PROXY_S3_PATH_STYLE":            "true",
-		"MEDIA_PROXY_QUEUE":                    "none",
-		"MEDIA_PROXY_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8",
-		"MEDIA_PROXY_ALLOWED_PORTS":            "1-65535", // origins on random loopback ports
-		"AWS_ENDPOINT_URL_S3":                  closed,
-		"AWS_ACCESS_KEY_ID":                    s3env.access,
-		"AWS_SECRET_ACCESS_KEY":                s3env.secret,
-		"AWS_REGION":                           s3env.region,
-	})
+	fn := startEmulator(t, s3env.env("s3://nowhere/", closed))
 	start := time.Now()
-	resp, body, _ := emu.invoke(t, "GET", "/e.webp", q(o.URL+"/e.png", "emoji=1"), nil)
-	if resp.StatusCode != 200 || resp.Headers["content-type"] != "image/webp" || len(body) == 0 {
+	resp := fn.invoke(t, "GET", "/e.webp", q(o.URL+"/e.png", "emoji=1"), nil)
+	if resp.StatusCode != 200 || resp.header("Content-Type") != "image/webp" || len(resp.body) == 0 {
 		t.Fatalf("with S3 down: %d %v", resp.StatusCode, resp.Headers)
 	}
 	t.Logf("answered without S3 in %v", time.Since(start))
+}
+
+// trickleOrigin serves size bytes of MP4 declared up front: the first
+// head bytes at once, then (once gate is closed) the rest in equal pieces
+// over spread. broken cuts the connection after head instead.
+type trickleOrigin struct {
+	*httptest.Server
+	body     []byte
+	gate     chan struct{}
+	lastSent atomic.Int64 // unix nanoseconds of the last byte's write
+}
+
+const trickleHead = 256 << 10
+
+func newTrickleOrigin(t *testing.T, size int, spread time.Duration, broken bool) *trickleOrigin {
+	o := &trickleOrigin{body: testmedia.MP4(size), gate: make(chan struct{})}
+	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "video/mp4")
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		w.Write(o.body[:trickleHead])
+		w.(http.Flusher).Flush()
+		if broken {
+			panic(http.ErrAbortHandler) // the connection drops mid-body
+		}
+		<-o.gate
+		const pieces = 80
+		rest := o.body[trickleHead:]
+		step := (len(rest) + pieces - 1) / pieces
+		for len(rest) > 0 {
+			n := min(step, len(rest))
+			w.Write(rest[:n])
+			w.(http.Flusher).Flush()
+			rest = rest[n:]
+			if len(rest) == 0 {
+				o.lastSent.Store(time.Now().UnixNano())
+			}
+			time.Sleep(spread / pieces)
+		}
+	}))
+	t.Cleanup(o.Close)
+	return o
+}
+
+// The issue's case: a 20 MB video whose origin trickles it. The viewer
+// gets the first bytes while the origin is still sending (the origin
+// holds the rest back until they have arrived), the whole body, and the
+// next view is a redirect to the stored copy, which the first invocation
+// finished before it ended.
+func TestLambdaStreamsTrickledMiss(t *testing.T) {
+	s3env := s3FromEnv(t)
+	bucket := s3env.createBucket(t)
+	o := newTrickleOrigin(t, 20<<20, 2*time.Second, false)
+	fn := startRuntime(t, s3env.env("s3://"+bucket+"/", s3env.endpoint))
+
+	start := time.Now()
+	s := fn.rt.Invoke(t, urlEvent("GET", "/v.mp4", q(o.URL+"/v.mp4", ""), nil))
+	r := bufio.NewReader(s.Body)
+	p, err := lambdatest.ReadPrelude(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := reply{Prelude: p}
+	if p.StatusCode != 200 || resp.header("Content-Type") != "video/mp4" || !strings.HasPrefix(resp.header("Cache-Control"), "max-age=") {
+		t.Fatalf("prelude %+v", p)
+	}
+	first := make([]byte, trickleHead)
+	if _, err := io.ReadFull(r, first); err != nil || !bytes.Equal(first, o.body[:trickleHead]) {
+		t.Fatalf("first %d bytes: %v", len(first), err)
+	}
+	firstByte := time.Since(start)
+	close(o.gate)
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := time.Since(start)
+	resp.body, resp.trailer = append(first, rest...), s.Trailer()
+	checkCommon(t, resp)
+	if !bytes.Equal(resp.body, o.body) {
+		t.Fatalf("streamed %d bytes, equal=%v", len(resp.body), bytes.Equal(resp.body, o.body))
+	}
+	t.Logf("20 MiB trickled over 2 s: first bytes after %v, whole body after %v (origin's last byte %v after the request)",
+		firstByte.Round(time.Millisecond), total.Round(time.Millisecond), time.Unix(0, o.lastSent.Load()).Sub(start).Round(time.Millisecond))
+	// The request's log line says when its first byte went out.
+	if !strings.Contains(fn.rt.Logs(), `"ttfb_ms":`) {
+		t.Errorf("no ttfb in the request log:\n%s", fn.rt.Logs())
+	}
+
+	hit := fn.invoke(t, "GET", "/v.mp4", q(o.URL+"/v.mp4", ""), nil)
+	if hit.StatusCode != http.StatusFound {
+		t.Fatalf("second view: %d %v", hit.StatusCode, hit.Headers)
+	}
+	if got, b := fetchRedirect(t, hit.header("Location")); got.StatusCode != 200 || !bytes.Equal(b, o.body) {
+		t.Fatalf("stored copy: %d, %d bytes", got.StatusCode, len(b))
+	}
+}
+
+// An origin that breaks after the headers went out: Lambda must cut the
+// viewer's response (error trailers), not end it as a clean short 200,
+// and nothing partial is stored.
+func TestLambdaAbortsBrokenMiss(t *testing.T) {
+	s3env := s3FromEnv(t)
+	bucket := s3env.createBucket(t)
+	o := newTrickleOrigin(t, 10<<20, 0, true)
+	fn := startRuntime(t, s3env.env("s3://"+bucket+"/", s3env.endpoint))
+	for i := range 2 {
+		resp := fn.invoke(t, "GET", "/v.mp4", q(o.URL+"/v.mp4", ""), nil)
+		if resp.StatusCode == http.StatusFound {
+			t.Fatalf("view %d: redirected to a stored copy of a broken body", i)
+		}
+		if resp.StatusCode != 200 && i > 0 {
+			continue // answered before any byte went out (failure memory)
+		}
+		if resp.StatusCode != 200 || len(resp.body) >= len(o.body) || resp.trailer.Get("Lambda-Runtime-Function-Error-Type") != "ResponseAborted" {
+			t.Errorf("view %d: %d, %d of %d bytes, trailers %v", i, resp.StatusCode, len(resp.body), len(o.body), resp.trailer)
+		}
+	}
 }

@@ -42,7 +42,8 @@ func run() error {
 	}
 
 	if cfg.OnLambda {
-		// The Lambda runtime owns the process from here on.
+		// The Lambda runtime owns the process from here on. The Function
+		// URL is in RESPONSE_STREAM invoke mode (infra/template.yaml).
 		lambda.StartWithOptions(functionurl.Handler(svc.Handler, log, svc.Handler.CommonHeaders()), lambda.WithContext(ctx))
 		return nil
 	}

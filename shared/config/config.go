@@ -52,8 +52,13 @@ type Config struct {
 	// InlineHitsBelow answers stored variants smaller than this directly
 	// instead of redirecting (0: always redirect).
 	InlineHitsBelow int64
-	S3PathStyle     bool
-	PresignTTL      time.Duration
+	// LambdaStreamLimit: on Lambda, a large miss whose origin declares at
+	// most this many bytes is streamed while it is stored; larger ones
+	// (and those of unknown length) are stored first and redirected.
+	// Negative: every one is stored first.
+	LambdaStreamLimit int64
+	S3PathStyle       bool
+	PresignTTL        time.Duration
 	// S3LifecycleDays is how long after its last write the bucket's
 	// lifecycle rule deletes a variant (0: unknown), so redirects to it
 	// never outlive it.
@@ -202,6 +207,14 @@ func settings() []setting {
 			c.PublicBaseURL = strings.TrimRight(v, "/")
 			return nil
 		}},
+		{name: "MEDIA_PROXY_LAMBDA_STREAM_LIMIT", def: strconv.Itoa(DefaultLambdaStreamLimit), parse: func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n == 0 || n > lambdaStreamMax {
+				return fmt.Errorf("want 1 to %d bytes (a streamed Function URL response carries at most 200 MB), or negative to store every large miss first", lambdaStreamMax)
+			}
+			c.LambdaStreamLimit = n
+			return nil
+		}},
 		{name: "MEDIA_PROXY_INLINE_HITS_BELOW", def: "0", parse: integer(func(c *Config) *int64 { return &c.InlineHitsBelow }, 0)},
 		{name: "MEDIA_PROXY_PRESIGN_TTL", def: durationText(s3store.DefaultPresignTTL), parse: duration(func(c *Config) *time.Duration { return &c.PresignTTL }, 1)},
 		{name: "MEDIA_PROXY_S3_PATH_STYLE", def: "false", parse: boolean(func(c *Config) *bool { return &c.S3PathStyle })},
@@ -255,6 +268,14 @@ func settings() []setting {
 		{name: "MEDIA_PROXY_TRUST_OUTGOING_PROXY", def: "false", parse: boolean(func(c *Config) *bool { return &c.TrustOutgoingProxy })},
 	}
 }
+
+// DefaultLambdaStreamLimit is where streaming a miss past Lambda's 6 MB
+// burst (then 2 MB/s) stops paying against storing it first and
+// redirecting; README, "Streaming on Lambda", has the figures.
+const DefaultLambdaStreamLimit = 32 << 20
+
+// lambdaStreamMax is the most a streamed Function URL response carries.
+const lambdaStreamMax = 200 << 20
 
 // Load reads the configuration through getenv (os.Getenv in production).
 // The error names every variable that is wrong, one line each, with what

@@ -33,8 +33,12 @@ func TestLambdaDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.OnLambda || c.Queue.Kind != QueueNone || c.Store != (Store{Kind: StoreS3, Bucket: "bucket", Prefix: "prefix/"}) {
+	if !c.OnLambda || c.Queue.Kind != QueueNone || c.Store != (Store{Kind: StoreS3, Bucket: "bucket", Prefix: "prefix/"}) || c.LambdaStreamLimit != 32<<20 {
 		t.Errorf("on Lambda: %+v", c)
+	}
+	c, err = load(map[string]string{"MEDIA_PROXY_LAMBDA_STREAM_LIMIT": "-1"})
+	if err != nil || c.LambdaStreamLimit != -1 {
+		t.Errorf("never streaming: %v, %d", err, c.LambdaStreamLimit)
 	}
 }
 
@@ -68,6 +72,10 @@ func TestErrors(t *testing.T) {
 		"timeout":  {"MEDIA_PROXY_FETCH_TIMEOUT": "soon"},
 		"bool":     {"MEDIA_PROXY_S3_PATH_STYLE": "maybe"},
 		"level":    {"MEDIA_PROXY_LOG_LEVEL": "loud"},
+		// 0 would stream a miss of any length, past the 200 MB a
+		// streamed response carries.
+		"stream 0":     {"MEDIA_PROXY_LAMBDA_STREAM_LIMIT": "0"},
+		"stream large": {"MEDIA_PROXY_LAMBDA_STREAM_LIMIT": "209715201"},
 	} {
 		if _, err := load(vars); err == nil {
 			t.Errorf("%s: accepted %v", name, vars)

@@ -3,6 +3,7 @@
 package lambdatest
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
@@ -146,4 +147,19 @@ func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// InvokeURL invokes a streaming Function URL handler with event and
+// splits the reply (which the emulator collects whole, up to 6 MB) into
+// its prelude and body.
+func (e *Emulator) InvokeURL(t testing.TB, event any) (Prelude, []byte) {
+	t.Helper()
+	raw := e.Invoke(t, event)
+	r := bufio.NewReader(bytes.NewReader(raw))
+	p, err := ReadPrelude(r)
+	if err != nil {
+		t.Fatalf("reply %.200q: %v", raw, err)
+	}
+	body, _ := io.ReadAll(r)
+	return p, body
 }

@@ -60,16 +60,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	fetcher := NewFetcher(cfg)
 	mem := budget.New(budget.Options{Bytes: cfg.MemoryBudget})
 	tr := transform.New(transform.Limits{MaxPixels: cfg.MaxPixels, MaxFrames: cfg.MaxFrames, Timeout: cfg.TransformTimeout}, cfg.TransformConcurrency, mem)
-	// On Lambda nothing larger than the buffered payload limit may be
-	// answered directly; elsewhere any size may.
+	// On Lambda a body held in memory stays within the 6 MB a streamed
+	// response carries at full speed, and a larger miss is streamed only
+	// while the 2 MB/s past them beats storing it first (config's
+	// LambdaStreamLimit); elsewhere any size may be answered directly.
 	var inline, stream int64
 	inMemory := int64(passthroughInMemory)
 	if cfg.OnLambda {
 		inline = functionurl.MaxBody
 		inMemory = functionurl.MaxBody
-		// A buffered Function URL cannot stream: large bodies are stored
-		// first and answered with a redirect.
-		stream = -1
+		stream = cfg.LambdaStreamLimit
 	}
 	pl := pipeline.New(fetcher, tr, pipeline.Options{InMemory: inMemory, MaxConvertSize: cfg.MaxConvertSize, Budget: mem})
 	runner := &jobs.Runner{Producer: pl, Store: st, Canonical: fetcher.Canonical}
