@@ -223,7 +223,10 @@ func (h *Handler) produce(ctx context.Context, req request, id string) (*produce
 		h.remember(ctx, req, id, err)
 		return nil, err
 	}
-	if res.Body != nil && h.streams(res.Meta.Size) {
+	// A request for part of the body is answered 206 from the stored
+	// copy, so it waits for the whole download, as identical requests
+	// arriving while a stream is in flight do.
+	if res.Body != nil && !req.partial && h.streams(res.Meta.Size) {
 		if !stop() {
 			// Every client left as the headers came: nobody to stream to.
 			res.Close()

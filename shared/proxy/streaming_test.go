@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -317,7 +318,8 @@ func TestStreamedMissClientLeaves(t *testing.T) {
 // TestStreamLimit: Config.StreamLimit streams a large miss only up to a
 // declared size; a larger one is stored first and answered from the store
 // (here a dir store: its file, with an ETag and ranges). A streamed miss
-// answers a Range request with the whole body.
+// answers the whole-body Range browsers send for media ("bytes=0-") with
+// 200 and the whole body.
 func TestStreamLimit(t *testing.T) {
 	video := testmedia.MP4(12 << 20)
 	for _, c := range []struct {
@@ -338,7 +340,7 @@ func TestStreamLimit(t *testing.T) {
 			p := newStack(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: dir, streamLimit: c.limit})
 			o := newTrickleOrigin(t, video, time.Second)
 			src := o.URL + "/v.mp4"
-			r := request(t, http.MethodGet, p.URL+"/v.mp4?url="+url.QueryEscape(src), "Range", "bytes=0-99")
+			r := request(t, http.MethodGet, p.URL+"/v.mp4?url="+url.QueryEscape(src), "Range", "bytes=0-")
 			key, _ := keysOf(t, src, variant.Original)
 			if c.streamed {
 				if r.status != http.StatusOK || !bytes.Equal(r.body, video) || r.header.Get("ETag") != "" {
@@ -347,13 +349,37 @@ func TestStreamLimit(t *testing.T) {
 				waitStored(t, dir, key, video)
 				return
 			}
-			if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video[:100]) || r.header.Get("ETag") == "" {
+			if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video) || r.header.Get("ETag") == "" {
 				t.Fatalf("stored first: %d, %d bytes, ETag %q; want 206 from the stored file", r.status, len(r.body), r.header.Get("ETag"))
 			}
 			if got, err := storedBytes(t, dir, key); err != nil || !bytes.Equal(got, video) {
 				t.Errorf("stored %d bytes (%v) before answering, want the origin's", len(got), err)
 			}
 		})
+	}
+}
+
+// TestStreamedMissPartialRange: a miss asked for part of the body (Safari's
+// first request for a video is "bytes=0-1", and it plays only after a 206)
+// is not streamed whole: it is stored first and answered 206 with just
+// that part.
+func TestStreamedMissPartialRange(t *testing.T) {
+	video := testmedia.MP4(12 << 20)
+	dir, err := store.NewDir(t.TempDir(), store.DirOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newStack(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: dir})
+	o := newTrickleOrigin(t, video, time.Second)
+	src := o.URL + "/v.mp4"
+	r := request(t, http.MethodGet, p.URL+"/v.mp4?url="+url.QueryEscape(src), "Range", "bytes=0-1")
+	want := fmt.Sprintf("bytes 0-1/%d", len(video))
+	if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video[:2]) || r.header.Get("Content-Range") != want {
+		t.Fatalf("bytes=0-1 on a miss: %d, %d bytes, Content-Range %q; want 206, 2 bytes, %q", r.status, len(r.body), r.header.Get("Content-Range"), want)
+	}
+	key, _ := keysOf(t, src, variant.Original)
+	if got, err := storedBytes(t, dir, key); err != nil || !bytes.Equal(got, video) {
+		t.Errorf("stored %d bytes (%v), want the origin's", len(got), err)
 	}
 }
 
