@@ -62,7 +62,16 @@ func Start(t testing.TB, rie, workdir, bootstrap string, env []string) *Emulator
 	cmd.Dir = workdir
 	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + t.TempDir()}, env...)
 	e := &Emulator{addr: addr, logs: new(Buffer)}
-	cmd.Stdout, cmd.Stderr = e.logs, e.logs
+	run(t, cmd, e.logs, "emulator")
+	WaitForPort(t, addr, 10*time.Second, e.logs)
+	return e
+}
+
+// run starts cmd with its output in logs and kills it when the test ends,
+// showing the logs if the test failed.
+func run(t testing.TB, cmd *exec.Cmd, logs *Buffer, what string) {
+	t.Helper()
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -70,11 +79,9 @@ func Start(t testing.TB, rie, workdir, bootstrap string, env []string) *Emulator
 		cmd.Process.Kill()
 		cmd.Wait()
 		if t.Failed() {
-			t.Logf("emulator log:\n%s", e.logs)
+			t.Logf("%s log:\n%s", what, logs)
 		}
 	})
-	WaitForPort(t, addr, 10*time.Second, e.logs)
-	return e
 }
 
 // Logs is everything the function has printed so far.

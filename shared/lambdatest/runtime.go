@@ -76,17 +76,7 @@ func StartRuntime(t testing.TB, bootstrap string, env []string) *Runtime {
 	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + t.TempDir(),
 		"AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.srv.URL, "http://"),
 		"AWS_LAMBDA_FUNCTION_NAME=test_function", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024"}, env...)
-	cmd.Stdout, cmd.Stderr = rt.logs, rt.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("function log:\n%s", rt.logs)
-		}
-	})
+	run(t, cmd, rt.logs, "function")
 	t.Cleanup(func() {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
