@@ -457,7 +457,10 @@ func TestStreamedMissStoreNeverStallsClient(t *testing.T) {
 			_, oLast := o.times()
 			lastAt := s.start.Add(s.total)
 			t.Logf("%s store: the client's last byte %v after the origin's", name, lastAt.Sub(oLast).Round(time.Millisecond))
-			if lastAt.Sub(oLast) > 2*time.Second {
+			// The store is waited for at most a second (teeGrace); a
+			// client it stalled would wait out the store's StreamTimeout
+			// (minutes). The margin is for a busy machine.
+			if lastAt.Sub(oLast) > 5*time.Second {
 				t.Errorf("the client finished %v after the origin: the store held it back", lastAt.Sub(oLast))
 			}
 			key, _ := keysOf(t, src, variant.Original)
