@@ -357,6 +357,7 @@ func (h *Handler) teeReply(ctx context.Context, req request, rec *record, t *tee
 		return failed(ctx.Err())
 	}
 	if t.err != nil {
+		rec.err = t.err
 		return failed(t.err)
 	}
 	if t.stored {
