@@ -5,10 +5,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -20,10 +18,7 @@ import (
 
 func main() {
 	if err := run(); err != nil {
-		// One line each: config.Load reports every bad variable.
-		for _, line := range strings.Split(err.Error(), "\n") {
-			fmt.Fprintln(os.Stderr, "proxy:", line)
-		}
+		service.PrintError(os.Stderr, "proxy", err)
 		os.Exit(1)
 	}
 }

@@ -7,9 +7,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"strings"
 
 	"github.com/aws/aws-lambda-go/lambda"
 
@@ -20,10 +18,7 @@ import (
 
 func main() {
 	if err := run(); err != nil {
-		// One line each: config.Load reports every bad variable.
-		for _, line := range strings.Split(err.Error(), "\n") {
-			fmt.Fprintln(os.Stderr, "worker:", line)
-		}
+		service.PrintError(os.Stderr, "worker", err)
 		os.Exit(1)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/config"
@@ -89,10 +88,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		instance: fs.Arg(0), file: *file, queueURL: *queueURL, local: *local,
 		concurrency: *concurrency, rate: *rate, dryRun: *dryRun,
 	}, getenv, stdout, stderr); err != nil {
-		// One line each: config.Load reports every bad variable.
-		for _, line := range strings.Split(err.Error(), "\n") {
-			fmt.Fprintln(stderr, "prewarm:", line)
-		}
+		service.PrintError(stderr, "prewarm", err)
 		if errors.Is(err, errUsage) {
 			return 2
 		}

@@ -281,8 +281,8 @@ func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Res
 	if h.noStore {
 		return nil, &problem.Error{Status: http.StatusBadGateway, Err: errors.New("body over the inline limit and no store to serve it from")}
 	}
-	if b, ok := h.cfg.Store.(interface{ WriteBuffer() int64 }); ok && h.cfg.Budget != nil {
-		got, err := h.cfg.Budget.Acquire(ctx, b.WriteBuffer())
+	if n := h.storeWriteBuffer(); n > 0 && h.cfg.Budget != nil {
+		got, err := h.cfg.Budget.Acquire(ctx, n)
 		if err != nil {
 			return nil, &problem.Error{Status: http.StatusServiceUnavailable, RetryAfter: pipeline.BusyRetryAfter, Err: err}
 		}
@@ -311,6 +311,15 @@ func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Res
 		return nil, &problem.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("read back large body: %w", err)}
 	}
 	return e, nil
+}
+
+// storeWriteBuffer is the memory the store holds while a body streams
+// into it (S3's part buffers), for the memory budget; 0 when it says none.
+func (h *Handler) storeWriteBuffer() int64 {
+	if b, ok := h.cfg.Store.(interface{ WriteBuffer() int64 }); ok {
+		return b.WriteBuffer()
+	}
+	return 0
 }
 
 // sourceReader remembers the first read error of the origin's body, which

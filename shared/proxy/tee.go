@@ -91,10 +91,7 @@ func (h *Handler) startTee(ctx context.Context, cancel context.CancelFunc, req r
 	t := &tee{h: h, req: req, id: id, res: res, meta: res.Meta, cancel: cancel, done: make(chan struct{})}
 	clientLag := int64(teeLag)
 	if !h.noStore {
-		need := int64(2 * teeLag)
-		if b, ok := h.cfg.Store.(interface{ WriteBuffer() int64 }); ok {
-			need += b.WriteBuffer()
-		}
+		need := 2*teeLag + h.storeWriteBuffer()
 		if h.cfg.Budget != nil {
 			bctx, bcancel := context.WithTimeout(ctx, teeBudgetWait)
 			got, err := h.cfg.Budget.Acquire(bctx, need)

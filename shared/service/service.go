@@ -5,8 +5,10 @@ package service
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
@@ -39,6 +41,14 @@ type Service struct {
 	// MEDIA_PROXY_QUEUE is none). See queue.go.
 	Runner *jobs.Runner
 	Queue  jobs.Enqueuer
+}
+
+// PrintError writes err to w as lines prefixed with the command's name:
+// config.Load's error names each bad variable on a line of its own.
+func PrintError(w io.Writer, command string, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(w, command+":", line)
+	}
 }
 
 // NewLogger returns the JSON logger every entry point uses: one line per
