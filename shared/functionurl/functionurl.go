@@ -51,8 +51,7 @@ var ErrAborted error = messages.InvokeResponse_Error{Type: "ResponseAborted", Me
 //
 // The invocation ends when the returned body reaches its end, which is
 // only after h has returned: whatever h finishes before returning (a
-// store write teed from the response) completes before Lambda freezes
-// the process.
+// download's store copy) completes before Lambda freezes the process.
 func Handler(h http.Handler, log *slog.Logger, common http.Header) func(context.Context, *events.LambdaFunctionURLRequest) (*events.LambdaFunctionURLStreamingResponse, error) {
 	return func(ctx context.Context, ev *events.LambdaFunctionURLRequest) (*events.LambdaFunctionURLStreamingResponse, error) {
 		req, err := newRequest(ctx, ev)

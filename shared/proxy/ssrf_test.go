@@ -169,6 +169,13 @@ type stackOptions struct {
 // with the fetcher's hooks in the test's hands.
 func newStack(t *testing.T, o stackOptions) *httptest.Server {
 	t.Helper()
+	srv, _ := newStackHandler(t, o)
+	return srv
+}
+
+// newStackHandler is newStack with its handler.
+func newStackHandler(t *testing.T, o stackOptions) (*httptest.Server, *proxy.Handler) {
+	t.Helper()
 	if o.resolver == nil {
 		o.resolver = resolverFunc(func(_ context.Context, _, host string) ([]netip.Addr, error) {
 			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
@@ -207,10 +214,11 @@ func newStack(t *testing.T, o stackOptions) *httptest.Server {
 		InlineLimit: o.inlineLimit,
 		StreamLimit: o.streamLimit,
 		Precompute:  o.precompute,
+		SpoolDir:    t.TempDir(),
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, h
 }
 
 // testPipeline is the pipeline service.New builds, on fetcher.
