@@ -88,7 +88,9 @@ func (h *Handler) Stats() Stats {
 }
 
 // Wait returns once every download in flight has ended (its store copy
-// included), or ctx is done: a stopping server lets them finish.
+// included), or ctx is done: a stopping server lets them finish, and a
+// Lambda invocation (see functionurl) ends only after them, as nothing
+// runs once it has.
 func (h *Handler) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -350,11 +352,6 @@ func (d *download) reply(ctx context.Context, rec *record, release func()) reply
 		r.Close()
 		h.counters.readers.Add(-1)
 		h.cfg.Budget.Release(mem)
-		if h.cfg.WaitForStore {
-			// On Lambda nothing runs after the response: the request
-			// that started the download sees it stored.
-			<-d.done
-		}
 		release()
 	}}
 }

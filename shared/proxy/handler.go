@@ -75,10 +75,6 @@ type Config struct {
 	// download that finds no room waits, then is refused (503). Default:
 	// a quarter of SpoolDir's filesystem, at most 10 GiB.
 	SpoolRoom int64
-	// WaitForStore holds a request that reads a download until the
-	// download's store copy has ended: on Lambda nothing runs after the
-	// response.
-	WaitForStore bool
 	// Budget, when set, also accounts for the buffers of downloads: the
 	// origin's and each reader's chunk, and the store's write buffers.
 	Budget *budget.Budget

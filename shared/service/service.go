@@ -97,11 +97,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		InlineLimit: inline,
 		StreamLimit: stream,
 		SpoolRoom:   spoolRoom,
-		// On Lambda nothing may run after the response.
-		WaitForStore: cfg.OnLambda,
-		Pipeline:     pl,
-		Canonical:    fetcher.Canonical,
-		Budget:       mem,
+		Pipeline:    pl,
+		Canonical:   fetcher.Canonical,
+		Budget:      mem,
 		// A body takes at most the fetch's own time to arrive; past that
 		// and a margin, the store copy is what hangs.
 		StreamTimeout: cfg.FetchTimeout + time.Minute,
