@@ -52,9 +52,14 @@ type download struct {
 // copy holds.
 const chunkSize = 32 << 10
 
-// roomWait bounds how long a download waits for room on disk (the dir
-// store's budget, or the temporary folder's) before it is refused.
+// roomWait bounds how long a download waits for the dir store's eviction
+// to make room (a pass walks the whole store) before it is refused.
 const roomWait = 10 * time.Second
+
+// spoolRoomWait bounds how long a download waits for room in the
+// temporary folder, which only downloads ending give back: one about to
+// end may, but most take as long as their origins do.
+const spoolRoomWait = time.Second
 
 // Stats count the downloads' work, for tests and operators: each defence
 // of the streaming path shows in one of them.

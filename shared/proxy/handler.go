@@ -72,8 +72,8 @@ type Config struct {
 	// system's temporary folder (/tmp on Lambda).
 	SpoolDir string
 	// SpoolRoom bounds the bytes of the spools in SpoolDir at once; a
-	// download that finds no room waits, then is refused (503). Default:
-	// a quarter of SpoolDir's filesystem, at most 10 GiB.
+	// download that finds no room waits a second, then is refused (503).
+	// Default: a quarter of SpoolDir's filesystem, at most 10 GiB.
 	SpoolRoom int64
 	// Budget, when set, also accounts for the buffers of downloads: the
 	// origin's and each reader's chunk, and the store's write buffers.
@@ -139,7 +139,7 @@ func New(cfg Config) *Handler {
 		log:         cfg.Logger,
 		placeholder: placeholderPNG(),
 		spoolDir:    cfg.SpoolDir,
-		spoolRoom:   budget.New(budget.Options{Bytes: cfg.SpoolRoom, MaxWait: roomWait}),
+		spoolRoom:   budget.New(budget.Options{Bytes: cfg.SpoolRoom, MaxWait: spoolRoomWait}),
 	}
 }
 

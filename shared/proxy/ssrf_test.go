@@ -162,6 +162,7 @@ type stackOptions struct {
 	// Handler settings, as service.New sets them on Lambda or locally.
 	inlineLimit int64
 	streamLimit int64
+	spoolRoom   int64
 	precompute  jobs.Enqueuer
 }
 
@@ -215,6 +216,7 @@ func newStackHandler(t *testing.T, o stackOptions) (*httptest.Server, *proxy.Han
 		StreamLimit: o.streamLimit,
 		Precompute:  o.precompute,
 		SpoolDir:    t.TempDir(),
+		SpoolRoom:   o.spoolRoom,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -36,6 +36,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/misskey-lambda/media-proxy/shared/proxy"
 	"github.com/misskey-lambda/media-proxy/shared/s3store"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
@@ -925,31 +926,58 @@ func TestDownloadClientNeverReads(t *testing.T) {
 	}
 }
 
-// TestDownloadsWithinDiskLimit: parallel large misses stay within
-// MEDIA_PROXY_STORE_MAX_SIZE, their spools included: those that fit
-// stream; the others are told to come back (503, Retry-After, not
-// cached, not remembered) instead of filling the disk.
+// TestDownloadsWithinDiskLimit: parallel large misses stay within the
+// room they may take on disk, their spools included: in the dir store's
+// folder, MEDIA_PROXY_STORE_MAX_SIZE; in the temporary folder (any other
+// store), Config.SpoolRoom. Those that fit stream; the others are told to
+// come back (503, Retry-After, not cached, not remembered) instead of
+// filling the disk.
 func TestDownloadsWithinDiskLimit(t *testing.T) {
-	const limit = 48 << 20
+	const limit = 48 << 20 // two 20 MiB downloads fit, not three
 	video := testmedia.MP4(20 << 20)
-	root := t.TempDir()
-	p, _, svc := newService(t, map[string]string{"MEDIA_PROXY_STORE": "dir:" + root, "MEDIA_PROXY_STORE_MAX_SIZE": strconv.Itoa(limit)})
-	var peak atomic.Int64
-	stopSampling := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			if n := diskUse(t, root); n > peak.Load() {
-				peak.Store(n)
+	t.Run("dir store", func(t *testing.T) {
+		root := t.TempDir()
+		p, _, svc := newService(t, map[string]string{"MEDIA_PROXY_STORE": "dir:" + root, "MEDIA_PROXY_STORE_MAX_SIZE": strconv.Itoa(limit)})
+		var peak atomic.Int64
+		stopSampling := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				if n := diskUse(t, root); n > peak.Load() {
+					peak.Store(n)
+				}
+				select {
+				case <-stopSampling:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
 			}
-			select {
-			case <-stopSampling:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
+		}()
+		parallelMisses(t, p.URL, video, svc.Handler, svc.Store)
+		close(stopSampling)
+		<-sampled
+		t.Logf("limit %d: peak %d bytes in the folder", limit, peak.Load())
+		if peak.Load() > limit {
+			t.Errorf("%d bytes in the store's folder at a peak, over its limit of %d", peak.Load(), limit)
 		}
-	}()
+	})
+	t.Run("temporary folder", func(t *testing.T) {
+		dir, err := store.NewDir(t.TempDir(), store.DirOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Not the dir store itself: it spools in the temporary folder.
+		st := &faultyStore{Store: dir}
+		p, h := newStackHandler(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: st, spoolRoom: limit})
+		parallelMisses(t, p.URL, video, h, st)
+	})
+}
+
+// parallelMisses asks for five 20 MiB misses at once, each origin holding
+// its body back until all are answered or refused: two fit.
+func parallelMisses(t *testing.T, proxyURL string, video []byte, h *proxy.Handler, st store.Store) {
+	t.Helper()
 	const misses = 5
 	var wg sync.WaitGroup
 	results := make([]streamed, misses)
@@ -960,7 +988,7 @@ func TestDownloadsWithinDiskLimit(t *testing.T) {
 		origins[i].holdAt(piece)
 		headers[i] = make(chan struct{})
 		wg.Go(func() {
-			results[i] = getStream(t, p.URL, origins[i].URL+"/v.mp4", streamOpts{digest: true, onHeaders: func() { close(headers[i]) }})
+			results[i] = getStream(t, proxyURL, origins[i].URL+"/v.mp4", streamOpts{digest: true, onHeaders: func() { close(headers[i]) }})
 		})
 	}
 	for i := range misses {
@@ -970,9 +998,7 @@ func TestDownloadsWithinDiskLimit(t *testing.T) {
 		o.holds[0].let()
 	}
 	wg.Wait()
-	waitFor(t, "the downloads to end", func() bool { return svc.Handler.Stats().Downloads == 0 })
-	close(stopSampling)
-	<-sampled
+	waitFor(t, "the downloads to end", func() bool { return h.Stats().Downloads == 0 })
 	ok, refused := 0, 0
 	for i, s := range results {
 		switch s.status {
@@ -987,17 +1013,14 @@ func TestDownloadsWithinDiskLimit(t *testing.T) {
 				t.Errorf("miss %d refused with %v", i, s.header)
 			}
 			_, failKey := keysOf(t, origins[i].URL+"/v.mp4", variant.Original)
-			if _, err := svc.Store.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
+			if _, err := st.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("a refusal for room was remembered: %v", err)
 			}
 		default:
 			t.Errorf("miss %d: %d", i, s.status)
 		}
 	}
-	t.Logf("limit %d: peak %d bytes in the folder; %d streamed, %d refused", limit, peak.Load(), ok, refused)
-	if peak.Load() > limit {
-		t.Errorf("%d bytes in the store's folder at a peak, over its limit of %d", peak.Load(), limit)
-	}
+	t.Logf("%d streamed, %d refused", ok, refused)
 	if ok != 2 || refused != misses-2 {
 		t.Errorf("%d streamed and %d refused; want 2 (what fits) and %d", ok, refused, misses-2)
 	}
