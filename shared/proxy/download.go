@@ -42,6 +42,8 @@ type download struct {
 	// etag is the strong ETag of the complete body, set before the spool
 	// is finished (so a reader that sees it complete sees the tag).
 	etag string
+	// readers counts the requests reading the spool now.
+	readers atomic.Int64
 	// Set before done is closed.
 	done   chan struct{} // the body and its store copy have ended
 	err    error         // why the body broke, or nil
@@ -302,9 +304,8 @@ func (d *download) pump(ctx context.Context, res *pipeline.Result, kept store.Sp
 	if srcErr != nil {
 		h.remember(ctx, d.req, d.id, d.err)
 	}
-	if d.err != nil {
-		// Each reader's request line carries the break; this one says
-		// the download's own outcome.
+	if d.err != nil && d.readers.Load() == 0 {
+		// Otherwise the readers' request lines carry the break.
 		h.log.Info("download broke off", "request_id", d.id, "url", d.req.logURL, "variant", string(d.req.kind), "bytes", n, "err", d.err)
 	}
 	close(d.done)
@@ -353,8 +354,10 @@ func (d *download) reply(ctx context.Context, rec *record, release func()) reply
 		return reply{kind: replyError, status: http.StatusBadGateway}
 	}
 	h.counters.readers.Add(1)
+	d.readers.Add(1)
 	return reply{kind: replySpool, meta: meta, spool: r, done: func() {
 		r.Close()
+		d.readers.Add(-1)
 		h.counters.readers.Add(-1)
 		h.cfg.Budget.Release(mem)
 		release()
