@@ -1025,3 +1025,73 @@ func parallelMisses(t *testing.T, proxyURL string, video []byte, h *proxy.Handle
 		t.Errorf("%d streamed and %d refused; want 2 (what fits) and %d", ok, refused, misses-2)
 	}
 }
+
+// TestStoredFirstNotPacedByStore: a miss answered only once stored
+// (Config.StreamLimit, as on Lambda over its limit) is downloaded at the
+// origin's pace however slow the store: here the store has not read a
+// byte when the origin has sent its last, so no fetch timeout can be
+// blamed on the origin. Once the store goes on, the answer comes from it.
+func TestStoredFirstNotPacedByStore(t *testing.T) {
+	video := testmedia.MP4(12 << 20)
+	dir, err := store.NewDir(t.TempDir(), store.DirOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	p, h := newStackHandler(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: stuckStore{dir, release}, streamLimit: -1})
+	o := newTrickleOrigin(t, video, time.Second)
+	src := o.URL + "/v.mp4"
+	done := make(chan streamed)
+	go func() { done <- getStream(t, p.URL, src, streamOpts{header: []string{"Range", "bytes=0-"}}) }()
+	await(t, o.finished, "the origin to finish while the store has read nothing (did the store pace it?)")
+	waitFor(t, "the whole body in the spool", func() bool { return h.Stats().Spooled == int64(len(video)) })
+	if st := h.Stats(); st.Stored != 0 {
+		t.Errorf("with the body downloaded: %+v, want it not yet stored", st)
+	}
+	close(release)
+	r := <-done
+	if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video) || r.header.Get("ETag") == "" {
+		t.Fatalf("answered %d, %d bytes, ETag %q; want 206 from the stored file", r.status, len(r.body), r.header.Get("ETag"))
+	}
+	_, failKey := keysOf(t, src, variant.Original)
+	if _, err := dir.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a failure was remembered: %v", err)
+	}
+}
+
+// TestDownloadOfUnknownLength: a large body sent without a length is
+// spooled once past the 8 MB held in memory and streamed whole (chunked,
+// no Content-Length) from the spool before the origin is done; the store
+// gets the complete body.
+func TestDownloadOfUnknownLength(t *testing.T) {
+	video := testmedia.MP4(12 << 20)
+	root := t.TempDir()
+	p, _, svc := newService(t, map[string]string{"MEDIA_PROXY_STORE": "dir:" + root})
+	first := make(chan struct{})
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		for off := 0; off < len(video); off += piece {
+			w.Write(video[off:min(off+piece, len(video))]) // chunked: no length
+			rc.Flush()
+			if off == 9<<20 {
+				// Past the in-memory size: wait for the client's first bytes.
+				await(t, first, "the client's first bytes")
+			}
+		}
+	}))
+	t.Cleanup(origin.Close)
+	src := origin.URL + "/v.mp4"
+	done := make(chan streamed)
+	go func() {
+		done <- getStream(t, p.URL, src, streamOpts{onFirst: func() { close(first) }})
+	}()
+	r := <-done
+	if r.status != http.StatusOK || !bytes.Equal(r.body, video) || r.header.Get("Content-Length") != "" {
+		t.Fatalf("GET: %d, %d bytes, Content-Length %q; want 200, the whole body, no length", r.status, len(r.body), r.header.Get("Content-Length"))
+	}
+	key, _ := keysOf(t, src, variant.Original)
+	waitStored(t, svc.Store, key, video)
+	if st := svc.Handler.Stats(); st.Spooled != int64(len(video)) {
+		t.Errorf("%+v: want the whole body spooled", st)
+	}
+}
