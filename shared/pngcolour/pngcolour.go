@@ -3,13 +3,13 @@
 // so that pixels decoded outside libvips, or chunks libvips does not read,
 // are converted to sRGB like every other image.
 //
-// The chunks are read in the order of the PNG specification, which is
-// also the order browsers' decoders (Skia's, Firefox's) use: an iCCP
-// profile; else an sRGB chunk, which means sRGB; else cHRM primaries with
-// the gAMA exponent (the sRGB curve without one); else a gAMA exponent on
-// sRGB primaries. A chunk that cannot be used (a damaged CRC, a profile
-// that does not inflate, is not an RGB profile or is over MaxProfile)
-// counts as absent, and the next one in that order decides.
+// The chunks are read in the order of the PNG specification, which
+// Skia's decoder (Chromium's) follows too: an iCCP profile; else an sRGB
+// chunk, which means sRGB; else cHRM primaries with the gAMA exponent
+// (the sRGB curve without one); else a gAMA exponent on sRGB primaries.
+// A chunk that cannot be used (a damaged CRC, a profile that does not
+// inflate, is not an RGB profile or is over MaxProfile) counts as absent,
+// and the next one in that order decides.
 package pngcolour
 
 import (
@@ -140,8 +140,8 @@ type primaries struct{ w, r, g, b xy }
 var srgbPrimaries = primaries{w: xy{0.3127, 0.3290}, r: xy{0.64, 0.33}, g: xy{0.30, 0.60}, b: xy{0.15, 0.06}}
 
 func (p primaries) near(q primaries) bool {
-	close := func(a, b xy) bool { return math.Abs(a.x-b.x) <= 0.01 && math.Abs(a.y-b.y) <= 0.01 }
-	return close(p.w, q.w) && close(p.r, q.r) && close(p.g, q.g) && close(p.b, q.b)
+	same := func(a, b xy) bool { return math.Abs(a.x-b.x) <= 0.01 && math.Abs(a.y-b.y) <= 0.01 }
+	return same(p.w, q.w) && same(p.r, q.r) && same(p.g, q.g) && same(p.b, q.b)
 }
 
 // parseCHRM reads cHRM's eight values (white, red, green, blue; x then y;

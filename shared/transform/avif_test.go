@@ -29,7 +29,18 @@ func avif(t *testing.T, src []byte) []byte {
 // firstFrame decodes the first frame of an output (WebP or PNG).
 func firstFrame(t *testing.T, b []byte) *image.NRGBA {
 	t.Helper()
-	h, err := vips.Header(b, false)
+	return decodeFrames(t, b, false)[0]
+}
+
+// frames decodes every frame of a WebP output.
+func frames(t *testing.T, b []byte) []*image.NRGBA {
+	t.Helper()
+	return decodeFrames(t, b, true)
+}
+
+func decodeFrames(t *testing.T, b []byte, allPages bool) []*image.NRGBA {
+	t.Helper()
+	h, err := vips.Header(b, allPages)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +49,13 @@ func firstFrame(t *testing.T, b []byte) *image.NRGBA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &image.NRGBA{Pix: pix, Stride: 4 * h.Width(), Rect: image.Rect(0, 0, h.Width(), h.Height())}
+	w, ph := h.Width(), h.PageHeight()
+	var out []*image.NRGBA
+	for i := range h.Pages() {
+		n := 4 * w * ph
+		out = append(out, &image.NRGBA{Pix: pix[i*n : (i+1)*n], Stride: 4 * w, Rect: image.Rect(0, 0, w, ph)})
+	}
+	return out
 }
 
 // TestAVIFPrimaryItem: every flag the reference's matrix uses, on AVIFs

@@ -27,41 +27,7 @@ func inProfile(t *testing.T, img *image.NRGBA, profile string) (still []byte, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := png.Decode(bytes.NewReader(still))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored, ok := dec.(*image.NRGBA)
-	if !ok {
-		stored = image.NewNRGBA(dec.Bounds())
-		for y := range stored.Rect.Dy() {
-			for x := range stored.Rect.Dx() {
-				stored.Set(x, y, dec.At(x, y))
-			}
-		}
-	}
-	return still, stored
-}
-
-// frames decodes every frame of a WebP output.
-func frames(t *testing.T, b []byte) []*image.NRGBA {
-	t.Helper()
-	h, err := vips.Header(b, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	pix, err := h.RGBA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, ph := h.Width(), h.PageHeight()
-	var out []*image.NRGBA
-	for i := range h.Pages() {
-		n := 4 * w * ph
-		out = append(out, &image.NRGBA{Pix: pix[i*n : (i+1)*n], Stride: 4 * w, Rect: image.Rect(0, 0, w, ph)})
-	}
-	return out
+	return still, mustDecodePNG(t, still)
 }
 
 // patchCentres are the middles of testmedia.Patches' four quadrants, as

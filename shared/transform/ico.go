@@ -109,7 +109,7 @@ func goDecodedSize(src []byte, mime string) (w, h int64, err error) {
 // bmpProfile is the ICC profile a BMP's BITMAPV5HEADER embeds (bV5CSType
 // PROFILE_EMBEDDED), or nil. A linked profile (a file name) is never
 // followed, and calibrated endpoints (LCS_CALIBRATED_RGB) are not read:
-// those are shown as sRGB, as Chromium shows them. libvips checks the
+// those are taken as sRGB. libvips checks the
 // profile itself, as for every other format, and leaves the pixels alone
 // when it cannot use it.
 func bmpProfile(b []byte) []byte {
