@@ -128,10 +128,7 @@ func (h *Handler) startDownload(ctx context.Context, cancel context.CancelFunc, 
 	if size := res.Meta.Size; size >= 0 {
 		// Room for the whole body now, so a body that cannot fit is
 		// refused before anyone gets its first byte.
-		rctx, rcancel := context.WithTimeout(ctx, roomWait)
-		err := sp.Reserve(rctx, size)
-		rcancel()
-		if err != nil {
+		if err := sp.Reserve(ctx, size); err != nil {
 			sp.Release()
 			h.cfg.Budget.Release(mem)
 			return nil, noRoom(err)
@@ -167,7 +164,12 @@ func (h *Handler) openSpool(ctx context.Context, key string, meta store.Meta) (*
 			return nil, nil, noRoom(err)
 		}
 		f, base := ss.File()
-		return spool.New(f, base, spool.Options{Reserve: ss.Reserve, Closed: func() { ss.Close() }}), ss, nil
+		reserve := func(ctx context.Context, n int64) error {
+			ctx, cancel := context.WithTimeout(ctx, roomWait)
+			defer cancel()
+			return ss.Reserve(ctx, n)
+		}
+		return spool.New(f, base, spool.Options{Reserve: reserve, Closed: func() { ss.Close() }}), ss, nil
 	}
 	f, err := os.CreateTemp(h.spoolDir, ".spool-*")
 	if err != nil {
@@ -183,7 +185,7 @@ func (h *Handler) openSpool(ctx context.Context, key string, meta store.Meta) (*
 			if taken.Load()+n > room.Total() {
 				return fmt.Errorf("%w: a body of over %d bytes, the temporary folder's room is %d", store.ErrNoRoom, taken.Load()+n, room.Total())
 			}
-			got, err := room.Acquire(ctx, n)
+			got, err := room.Acquire(ctx, n) // waits spoolRoomWait at most
 			if err != nil {
 				return fmt.Errorf("%w: %w", store.ErrNoRoom, err)
 			}
@@ -253,10 +255,7 @@ func (d *download) pump(ctx context.Context, res *pipeline.Result, kept store.Sp
 		k, err := res.Body.Read(buf)
 		if k > 0 {
 			tag.Write(buf[:k])
-			rctx, cancel := context.WithTimeout(ctx, roomWait)
-			ownErr = d.sp.Append(rctx, buf[:k])
-			cancel()
-			if ownErr != nil {
+			if ownErr = d.sp.Append(ctx, buf[:k]); ownErr != nil {
 				break
 			}
 			n += int64(k)
