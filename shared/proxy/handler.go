@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -86,6 +87,9 @@ type Config struct {
 	// Precompute, when set, receives jobs for the siblings of a variant
 	// produced on a cache miss (see variant.Kind.Siblings).
 	Precompute jobs.Enqueuer
+	// Failures is the process's failure memory, shared with the jobs it
+	// runs; nil gives the handler one of its own.
+	Failures *failure.Memory
 }
 
 // Handler serves the proxy's query API.
@@ -94,6 +98,7 @@ type Handler struct {
 	noStore     bool
 	log         *slog.Logger
 	flights     flights
+	failures    *failure.Memory
 	placeholder []byte
 }
 
@@ -108,8 +113,12 @@ func New(cfg Config) *Handler {
 	if cfg.StreamTimeout <= 0 {
 		cfg.StreamTimeout = 2 * time.Minute
 	}
+	if cfg.Failures == nil {
+		cfg.Failures = failure.NewMemory(0)
+	}
 	return &Handler{
 		cfg:         cfg,
+		failures:    cfg.Failures,
 		noStore:     !cfg.Store.Keeps(),
 		log:         cfg.Logger,
 		placeholder: placeholderPNG(),

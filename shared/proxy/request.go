@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/problem"
@@ -22,6 +23,9 @@ type request struct {
 	key, failKey string
 	// logURL is the source for the log line, without user info or query.
 	logURL string
+	// start is when the request came in: a failure found long after it
+	// is worth storing (failure.Stored).
+	start time.Time
 	// partial: the request asks for a part of the body (a Range other
 	// than the whole of it, "bytes=0-"), which a streamed miss cannot
 	// answer with 206; Safari probes a video with "bytes=0-1" and plays it
@@ -34,7 +38,7 @@ type request struct {
 // URL, 403 for a refused port) before anything is fetched, so a refused
 // spelling can never touch the failure memory of the URL it resembles.
 func parseRequest(r *http.Request, canonical func(string) (*url.URL, error)) (request, int) {
-	var req request
+	req := request{start: time.Now()}
 	if !routable(r.URL.Path) {
 		return req, http.StatusNotFound
 	}

@@ -31,6 +31,7 @@ import (
 type deployment struct {
 	proxy   *service.Service
 	worker  *worker.Handler
+	runner  *jobs.Runner // the worker's
 	store   store.Store
 	queue   *jobstest.Queue
 	origin  *jobstest.Origin
@@ -59,6 +60,7 @@ func deploy(t *testing.T) *deployment {
 	return &deployment{
 		proxy:  proxy,
 		worker: worker.New(w.Runner, 2, log),
+		runner: w.Runner,
 		store:  w.Store,
 		queue:  q,
 		origin: jobstest.NewOrigin(t),
@@ -119,7 +121,10 @@ func (d *deployment) stored(t *testing.T, j jobs.Job) bool {
 func (d *deployment) failure(t *testing.T, j jobs.Job) int {
 	t.Helper()
 	_, failKey := jobstest.KeysOf(t, j.URL, j.Variant)
-	status, err := d.store.Failure(context.Background(), failKey)
+	if status, _, ok := d.runner.Failures.Recall(failKey); ok {
+		return status
+	}
+	status, _, err := d.store.Failure(context.Background(), failKey)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		t.Fatal(err)
 	}
