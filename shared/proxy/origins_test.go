@@ -28,9 +28,9 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/config"
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/fetch/fetchtest"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
-	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/s3store"
 	"github.com/misskey-lambda/media-proxy/shared/service"
 	"github.com/misskey-lambda/media-proxy/shared/store"
