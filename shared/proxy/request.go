@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,7 +43,7 @@ func parseRequest(r *http.Request, canonical func(string) (*url.URL, error)) (re
 	if !routable(r.URL.Path) {
 		return req, http.StatusNotFound
 	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
+	q, err := parseQuery(r.URL.RawQuery)
 	_, req.fallback = q["fallback"]
 	req.kind = variant.FromQuery(q)
 	if rg := strings.TrimSpace(r.Header.Get("Range")); rg != "" && rg != "bytes=0-" {
@@ -68,6 +69,31 @@ func parseRequest(r *http.Request, canonical func(string) (*url.URL, error)) (re
 	req.key = variant.Key(c, req.kind)
 	req.failKey = variant.FailureKey(c, req.kind)
 	return req, 0
+}
+
+// parseQuery reads the parameters the proxy knows (variant.QueryParameters)
+// and ignores every other, even one url.ParseQuery would refuse: nothing
+// but these may change an answer, which is what lets a CDN keep only them
+// in its cache key. A known parameter that cannot be read is an error.
+func parseQuery(raw string) (url.Values, error) {
+	q := url.Values{}
+	var bad error
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil || !slices.Contains(variant.QueryParameters, key) {
+			continue
+		}
+		value, err := url.QueryUnescape(v)
+		if err != nil {
+			bad = err
+			continue
+		}
+		q[key] = append(q[key], value)
+	}
+	return q, bad
 }
 
 // routable accepts "/<name>" and "/proxy/<name>" with a non-empty name.
