@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
+	"github.com/misskey-lambda/media-proxy/shared/emf"
 	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
@@ -82,8 +83,8 @@ type Config struct {
 	// trip.
 	InlineHitsBelow int64
 	// Metrics adds CloudWatch Embedded Metric Format fields to each
-	// request's log line.
-	Metrics bool
+	// request's log line, as many as the mode says.
+	Metrics emf.Mode
 	// Precompute, when set, receives jobs for the siblings of a variant
 	// produced on a cache miss (see variant.Kind.Siblings).
 	Precompute jobs.Enqueuer
