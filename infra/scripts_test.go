@@ -278,7 +278,7 @@ func TestDeployDryRun(t *testing.T) {
 		`+ aws s3api create-bucket --bucket misskey-media-proxy-\<account-id\>-ap-northeast-1 --create-bucket-configuration LocationConstraint=ap-northeast-1`,
 		`+ aws s3api put-object --bucket misskey-media-proxy-\<account-id\>-ap-northeast-1 --key test-stack/arm64/proxy-`,
 		"+ aws lambda get-account-settings ",
-		"a real run sets ProxyReservedConcurrency=20 when the account can spare it",
+		"a real run sets ProxyReservedConcurrency=12 when the account can spare it",
 		"+ aws cloudformation deploy --stack-name test-stack --template-file ",
 		"--capabilities CAPABILITY_IAM --no-fail-on-empty-changeset --parameter-overrides Architecture=arm64 ",
 		"mediaProxy: ",
@@ -406,7 +406,7 @@ func TestDeploySwitchFromBuffered(t *testing.T) {
 	}
 }
 
-// The cost cap: scripts/deploy reserves 20 instances for the proxy when
+// The cost cap: scripts/deploy reserves 12 instances for the proxy when
 // the account can spare them without going under Lambda's unreserved
 // minimum (100, or the whole quota when smaller), and otherwise deploys
 // without a cap, loudly.
@@ -422,15 +422,15 @@ func TestDeployCostCap(t *testing.T) {
 		warns    bool
 		asks     bool // whether it reads the account's settings
 	}{
-		{name: "default quota", env: []string{"FAKE_ACCOUNT=1000\t1000"}, want: "20", asks: true},
-		{name: "just enough to spare", env: []string{"FAKE_ACCOUNT=1000\t120"}, want: "20", asks: true},
+		{name: "default quota", env: []string{"FAKE_ACCOUNT=1000\t1000"}, want: "12", asks: true},
+		{name: "just enough to spare", env: []string{"FAKE_ACCOUNT=1000\t112"}, want: "12", asks: true},
 		{name: "new account, quota 10", env: []string{"FAKE_ACCOUNT=10\t10"}, want: "0", warns: true, asks: true},
 		{name: "quota 50", env: []string{"FAKE_ACCOUNT=50\t50"}, want: "0", warns: true, asks: true},
-		{name: "other functions reserve most", env: []string{"FAKE_ACCOUNT=1000\t119"}, want: "0", warns: true, asks: true},
+		{name: "other functions reserve most", env: []string{"FAKE_ACCOUNT=1000\t111"}, want: "0", warns: true, asks: true},
 		{name: "settings unreadable", env: []string{"FAKE_ACCOUNT="}, want: "0", warns: true, asks: true},
 		// The stack's own reservation is already out of the unreserved pool.
 		{name: "capped stack", existing: true, env: []string{"FAKE_ACCOUNT=1000\t100", "FAKE_RESERVED=20"}, want: "20"},
-		{name: "stack left uncapped before, room now", existing: true, env: []string{"FAKE_ACCOUNT=1000\t1000", "FAKE_RESERVED=0"}, want: "20", asks: true},
+		{name: "stack left uncapped before, room now", existing: true, env: []string{"FAKE_ACCOUNT=1000\t1000", "FAKE_RESERVED=0"}, want: "12", asks: true},
 		{name: "chosen by the admin", env: []string{"FAKE_ACCOUNT=10\t10"}, args: []string{"--param", "ProxyReservedConcurrency=5"}, want: "5"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -697,8 +697,8 @@ func TestDeployCapChoiceSticks(t *testing.T) {
 	// The old way of saying it: 0 is off, and it sticks too.
 	check("0 the old way", deployWith(roomy, "--param", "ProxyReservedConcurrency=0"), "off", "0", false)
 	check("0 the old way, kept", deployWith(roomy), "off", "0", false)
-	check("auto again", deployWith(roomy, "--param", "ProxyConcurrencyCap=auto"), "auto", "20", true)
-	check("auto, kept (the stack's 20)", deployWith(roomy), "auto", "20", false)
+	check("auto again", deployWith(roomy, "--param", "ProxyConcurrencyCap=auto"), "auto", "12", true)
+	check("auto, kept (the stack's 12)", deployWith(roomy), "auto", "12", false)
 
 	os.Remove(filepath.Join(state, "calls"))
 	if run := tryScript(t, root, state, roomy, "deploy", "--skip-package", "--param", "ProxyConcurrencyCap=lots"); run.code != 1 || len(run.changes()) != 0 {
