@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/misskey-lambda/media-proxy/shared/proxy"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
+	"github.com/misskey-lambda/media-proxy/shared/worker"
 )
 
 // requestLines reads the request lines a service logged.
@@ -66,6 +69,16 @@ func TestRequestLogLineIsEMF(t *testing.T) {
 			}
 		})
 	}
+	// The cost model counts what the code emits.
+	doc, err := os.ReadFile("../../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := proxy.RequestMetrics + worker.JobMetrics
+	if want := fmt.Sprintf("`Metrics=emf` emits %d metrics (%d from the\nproxy, %d from the worker", n, proxy.RequestMetrics, worker.JobMetrics); !strings.Contains(string(doc), want) {
+		t.Errorf("docs/deploy.md does not count the metrics the code emits: want %q", want)
+	}
+
 	// The default: plain lines, no custom metric to pay for.
 	p, logs, _ := newService(t, nil)
 	checkSuccess(t, get(t, p, src, "emoji=1"), "image/webp")

@@ -86,8 +86,8 @@ func requestMetrics(mode emf.Mode, rec *record) []slog.Attr {
 	)
 }
 
-// RequestMetrics is how many metrics a request line carries (for the cost
-// model in docs/deploy.md, which a test holds to it).
+// RequestMetrics is how many metrics a request line carries; the cost
+// model in docs/deploy.md counts them (TestRequestLogLineIsEMF holds both).
 const RequestMetrics = 9
 
 func requestID(r *http.Request) string {
