@@ -27,6 +27,7 @@ import (
 //	FAKE_READ_ERROR      describe-stacks fails with this message (not "does not exist")
 //	FAKE_PARAMS_ERROR    reading the stack's parameters fails with this message
 //	FAKE_STACK_STATUS    the stack's status (once deployed); default UPDATE_COMPLETE
+//	FAKE_NO_RESOURCES    set: the stack has no resources yet (describe-stack-resource fails)
 //	FAKE_RESOURCES       describe-stack-resources' rows (logical id, type,
 //	                     status, physical id); default a live bucket and functions
 //	FAKE_ACCOUNT         get-account-settings: "<quota>\t<unreserved>"; "" fails
@@ -84,6 +85,7 @@ case $args in
       *) unexpected ;;
     esac ;;
   *" cloudformation describe-stack-resource --stack-name "*" --query StackResourceDetail.PhysicalResourceId --output text")
+    [ -z "$FAKE_NO_RESOURCES" ] || { echo "An error occurred (ValidationError) when calling the DescribeStackResource operation: Resource ProxyFunction does not exist for stack x" >&2; exit 254; }
     case $args in
       *" --logical-resource-id ProxyFunction "*) echo stack-ProxyFunction-1 ;;
       *" --logical-resource-id Distribution "*) if [ -n "$FAKE_NO_CDN" ]; then echo None; else echo E2DIST; fi ;;
@@ -625,6 +627,12 @@ func TestDeployStopsWithoutCredentials(t *testing.T) {
 func TestDeployStopsOnReadError(t *testing.T) {
 	root := fakeCheckout(t)
 	stubPackage(t, root)
+	// A stack whose first change set never ran (REVIEW_IN_PROGRESS) has no
+	// resources yet: that is no read error.
+	run := tryScript(t, root, deployed(t), []string{"FAKE_STACK_STATUS=REVIEW_IN_PROGRESS", "FAKE_NO_RESOURCES=1"}, "deploy", "--region", "eu-west-1")
+	if run.code != 0 || len(run.called("cloudformation deploy")) == 0 {
+		t.Errorf("REVIEW_IN_PROGRESS: exit %d\n%s", run.code, run.out)
+	}
 	for _, c := range []struct {
 		name  string
 		env   []string

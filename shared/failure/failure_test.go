@@ -41,7 +41,7 @@ func TestTTL(t *testing.T) {
 func TestMemory(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	m := NewMemory(3)
-	m.Now = func() time.Time { return now }
+	m.SetClock(func() time.Time { return now })
 	m.Remember("a", 404, PermanentTTL)
 	m.Remember("b", 502, TransientTTL)
 	now = now.Add(4 * time.Second)

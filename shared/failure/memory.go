@@ -18,10 +18,8 @@ const DefaultMemorySize = 10000
 // used going first. A nil *Memory remembers nothing. Safe for concurrent
 // use.
 type Memory struct {
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-
 	mu      sync.Mutex
+	clock   func() time.Time // nil: time.Now
 	size    int
 	entries map[string]*list.Element
 	order   list.List // front: most recently used
@@ -42,9 +40,17 @@ func NewMemory(size int) *Memory {
 	return &Memory{size: size, entries: map[string]*list.Element{}}
 }
 
+// SetClock makes the memory read the time from clock (tests move it on).
+func (m *Memory) SetClock(clock func() time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.clock = clock
+}
+
+// now is the time; m.mu is held.
 func (m *Memory) now() time.Time {
-	if m.Now != nil {
-		return m.Now()
+	if m.clock != nil {
+		return m.clock()
 	}
 	return time.Now()
 }

@@ -162,7 +162,7 @@ func TestRunnerTransientFailures(t *testing.T) {
 	}
 	// Retried once the memory has passed, it succeeds.
 	later := time.Now().Add(failure.TransientTTL)
-	f.runner.Failures.Now = func() time.Time { return later }
+	f.runner.Failures.SetClock(func() time.Time { return later })
 	f.origin.Add("/flaky.gif", testmedia.GIF(32, 32, 2))
 	if rep, err := f.runner.Run(context.Background(), j); err != nil || rep.Outcome != jobs.Done {
 		t.Fatalf("retry: %+v, %v", rep, err)

@@ -632,7 +632,8 @@ func TestOriginCutMidBody(t *testing.T) {
 			expire := func(failKey string) {
 				expireMarker(failKey)
 				later += failure.PermanentTTL + time.Minute
-				mem.Now = func() time.Time { return time.Now().Add(later) }
+				shift := later
+				mem.SetClock(func() time.Time { return time.Now().Add(shift) })
 			}
 			remembered := func(failKey string) (int, error) {
 				if status, _, ok := mem.Recall(failKey); ok {

@@ -220,7 +220,7 @@ func TestTransientFailureRememberedForSeconds(t *testing.T) {
 	}
 	// Once it has passed, the origin is asked again.
 	later := time.Now().Add(failure.TransientTTL)
-	svc.Runner.Failures.Now = func() time.Time { return later }
+	svc.Runner.Failures.SetClock(func() time.Time { return later })
 	checkSuccess(t, get(t, p, src, "emoji=1"), "image/webp")
 }
 

@@ -677,7 +677,7 @@ func TestFailureMemory(t *testing.T) {
 	// A remembered failure may be cached for what is left of it, not for
 	// its whole life again: 100 s on, 200 s.
 	later := time.Now().Add(100 * time.Second)
-	svc.Runner.Failures.Now = func() time.Time { return later }
+	svc.Runner.Failures.SetClock(func() time.Time { return later })
 	r := get(t, p, o.URL+"/dead.png", "emoji=1")
 	if r.status != http.StatusNotFound || r.header.Get("Cache-Control") != "max-age=199" && r.header.Get("Cache-Control") != "max-age=200" {
 		t.Errorf("100 s on: %d, Cache-Control %q; want 404 with max-age=200 (or a second less)", r.status, r.header.Get("Cache-Control"))
