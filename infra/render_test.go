@@ -140,21 +140,9 @@ func renderFile(t *testing.T, file string, params map[string]string) rendered {
 		}
 	}
 
-	// Step 2: CloudFormation compares parameter values as strings.
-	condDoc, _ := json.Marshal(map[string]any{"Conditions": raw["Conditions"]})
-	condJSON, err := intrinsics.ProcessJSON(condDoc, &intrinsics.ProcessorOptions{
-		EvaluateConditions:        true,
-		IntrinsicHandlerOverrides: map[string]intrinsics.IntrinsicHandler{"Ref": refHandler(values, nil)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evaluated struct{ Conditions map[string]any }
-	if err := json.Unmarshal(condJSON, &evaluated); err != nil {
-		t.Fatal(err)
-	}
+	// Step 2.
 	conditions := map[string]bool{}
-	for name, v := range evaluated.Conditions {
+	for name, v := range evalConditions(t, mapOf(raw["Conditions"]), values) {
 		b, ok := v.(bool)
 		if !ok {
 			t.Fatalf("render: condition %s did not evaluate to a boolean: %v", name, v)
@@ -259,6 +247,28 @@ func refusals(t *testing.T, file string, params map[string]string) []string {
 	if len(conds) == 0 {
 		return nil
 	}
+	evaluated := evalConditions(t, conds, values)
+	var refused []string
+	for key, desc := range descriptions {
+		rule, _, _ := strings.Cut(key, "/")
+		if applies, ok := evaluated[rule+"/if"]; ok && applies != true {
+			continue
+		}
+		if b, ok := evaluated[key].(bool); !ok {
+			t.Fatalf("rule assertion %s did not evaluate to a boolean: %v", key, evaluated[key])
+		} else if !b {
+			refused = append(refused, desc)
+		}
+	}
+	sort.Strings(refused)
+	return refused
+}
+
+// evalConditions evaluates condition functions (Fn::Equals, Fn::Not, ...)
+// with parameter values, as CloudFormation does: it compares them as
+// strings.
+func evalConditions(t *testing.T, conds map[string]any, values map[string]string) map[string]any {
+	t.Helper()
 	doc, _ := json.Marshal(map[string]any{"Conditions": conds})
 	out, err := intrinsics.ProcessJSON(doc, &intrinsics.ProcessorOptions{
 		EvaluateConditions:        true,
@@ -271,20 +281,7 @@ func refusals(t *testing.T, file string, params map[string]string) []string {
 	if err := json.Unmarshal(out, &evaluated); err != nil {
 		t.Fatal(err)
 	}
-	var refused []string
-	for key, desc := range descriptions {
-		rule, _, _ := strings.Cut(key, "/")
-		if applies, ok := evaluated.Conditions[rule+"/if"]; ok && applies != true {
-			continue
-		}
-		if b, ok := evaluated.Conditions[key].(bool); !ok {
-			t.Fatalf("rule assertion %s did not evaluate to a boolean: %v", key, evaluated.Conditions[key])
-		} else if !b {
-			refused = append(refused, desc)
-		}
-	}
-	sort.Strings(refused)
-	return refused
+	return evaluated.Conditions
 }
 
 // refHandler resolves Ref: parameters to their values (numbers for Number
