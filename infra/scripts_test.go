@@ -833,13 +833,34 @@ func TestDeployPricingPlan(t *testing.T) {
 	// Changing the plan is the console's job (CloudFormation cannot).
 	os.Remove(filepath.Join(state, "calls"))
 	bad := tryScript(t, root, state, nil, "deploy", "--skip-package", "--region", "eu-west-1", "--param", "PricingPlan=business")
-	if bad.code != 1 || !strings.Contains(bad.out, "changing or ending a flat-rate plan") || len(bad.changes()) != 0 {
+	if bad.code != 1 || !strings.Contains(bad.out, "CloudFormation cannot change a plan's tier") || len(bad.changes()) != 0 {
 		t.Errorf("changing the plan: exit %d, changes %q\n%s", bad.code, bad.changes(), bad.out)
 	}
 	// A plan is CloudFront's.
 	bad = tryScript(t, root, t.TempDir(), nil, "deploy", "--skip-package", "--param", "PricingPlan=free", "--param", "EnableCloudFront=false")
 	if bad.code != 1 || len(bad.changes()) != 0 {
 		t.Errorf("a plan without CloudFront: exit %d, changes %q", bad.code, bad.changes())
+	}
+
+	// Ending the plan: the subscription, then the stack without the web
+	// ACL, then the plan's stack.
+	ended := t.TempDir()
+	runScript(t, root, ended, nil, "deploy", "--skip-package", "--region", "eu-west-1", "--param", "PricingPlan=free")
+	os.Remove(filepath.Join(ended, "calls"))
+	run = runScript(t, root, ended, nil, "deploy", "--skip-package", "--region", "eu-west-1", "--param", "PricingPlan=none")
+	var ending []string
+	for _, c := range run.calls {
+		switch {
+		case strings.Contains(c, "edge-eu-west-1") && strings.Contains(c, " deploy ") && strings.HasSuffix(c, "DistributionArn="):
+			ending = append(ending, "end subscription")
+		case strings.Contains(c, "cloudformation deploy --stack-name misskey-media-proxy ") && slices.Contains(strings.Fields(c), "WebAclArn=") && slices.Contains(strings.Fields(c), "PricingPlan=none"):
+			ending = append(ending, "stack without web ACL")
+		case strings.Contains(c, "delete-stack --stack-name misskey-media-proxy-edge-eu-west-1"):
+			ending = append(ending, "delete plan stack")
+		}
+	}
+	if want := []string{"end subscription", "stack without web ACL", "delete plan stack"}; !slices.Equal(ending, want) {
+		t.Errorf("ending the plan: %q, want %q", ending, want)
 	}
 
 	// Destroy: the subscription goes first, then the stack, then the plan's stack.
