@@ -104,6 +104,21 @@ func (b *Budget) Acquire(ctx context.Context, n int64) (int64, error) {
 	return n, nil
 }
 
+// TryAcquire takes n bytes if they are free now and nobody is waiting
+// before it, and reports whether it did; it never waits. As Acquire, it
+// takes at most the whole budget and returns how much it took.
+func (b *Budget) TryAcquire(n int64) (int64, bool) {
+	if n <= 0 {
+		return 0, true
+	}
+	n = min(n, b.total)
+	if !b.sem.TryAcquire(n) {
+		return 0, false
+	}
+	b.held.Add(n)
+	return n, true
+}
+
 // Release gives back n bytes taken by Acquire.
 func (b *Budget) Release(n int64) {
 	if n <= 0 {
