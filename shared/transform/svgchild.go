@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
@@ -24,20 +25,31 @@ import (
 // any binary that links this package (the proxy, the worker, a test
 // binary) can render.
 const (
-	childEnv = "MEDIA_PROXY_SVG_CHILD"
-	// childMaxOutput bounds what the parent reads back: a 2048x2048 WebP
-	// is far smaller.
-	childMaxOutput = 64 << 20
+	// childEnv names the variant to render; childPixelsEnv carries the
+	// parent's MEDIA_PROXY_MAX_PIXELS (the child reads no other setting).
+	childEnv       = "MEDIA_PROXY_SVG_CHILD"
+	childPixelsEnv = "MEDIA_PROXY_SVG_CHILD_MAX_PIXELS"
 	// childWait is how long the parent waits for the child's output to
 	// drain once it has been killed.
 	childWait = time.Second
 )
+
+// ErrInterrupted: the SVG renderer was stopped from outside (a SIGTERM,
+// SIGINT or SIGHUP, as a service manager or a terminal sends when the
+// proxy shuts down). It says nothing about the image: 503, not remembered.
+var ErrInterrupted = errors.New("transform: svg renderer stopped from outside")
+
+// childOutputLimit bounds what the parent reads back from a render whose
+// output frame holds raw bytes (RGBA): the encoded variant is far
+// smaller than that, plus the header line. The plan accounts for it.
+func childOutputLimit(raw int64) int64 { return raw + 4096 }
 
 // Exit codes of the child, mapped back to the package's errors.
 const (
 	childUndecodable    = 3
 	childNoEntropy      = 4
 	childNotConvertible = 5
+	childTooLarge       = 6
 )
 
 func init() {
@@ -53,19 +65,19 @@ type childHeader struct {
 	Width, Height, Frames int
 }
 
-// renderSVGChild renders kind k of an SVG in a child process, killed when
-// ctx ends.
-func renderSVGChild(ctx context.Context, src []byte, k variant.Kind) (*Output, error) {
+// renderSVGChild renders plan p (an SVG) in a child process, killed when
+// ctx ends, under the pixel limit maxPixels.
+func renderSVGChild(ctx context.Context, p *Plan, maxPixels int64) (*Output, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("svg: finding this executable: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, exe)
 	// Nothing of the parent's environment (credentials) is needed.
-	cmd.Env = []string{childEnv + "=" + string(k)}
-	cmd.Stdin = bytes.NewReader(src)
+	cmd.Env = []string{childEnv + "=" + string(p.kind), childPixelsEnv + "=" + strconv.FormatInt(maxPixels, 10)}
+	cmd.Stdin = bytes.NewReader(p.src)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &limitedBuffer{buf: &stdout, left: childMaxOutput}
+	cmd.Stdout = &limitedBuffer{buf: &stdout, left: int(p.childOutput)}
 	cmd.Stderr = &limitedBuffer{buf: &stderr, left: 4096}
 	cmd.WaitDelay = childWait
 	err = cmd.Run()
@@ -82,6 +94,11 @@ func renderSVGChild(ctx context.Context, src []byte, k variant.Kind) (*Output, e
 			return nil, ErrNoEntropy
 		case childNotConvertible:
 			return nil, ErrNotConvertible
+		case childTooLarge:
+			return nil, fmt.Errorf("%w: %w", ErrTooLarge, cause)
+		}
+		if stoppedFromOutside(exit.ProcessState) {
+			return nil, fmt.Errorf("%w: %v", ErrInterrupted, err)
 		}
 		return nil, fmt.Errorf("%w: svg renderer failed (%v): %w", ErrUndecodable, err, cause)
 	}
@@ -104,6 +121,10 @@ func runChild(kind string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "unknown variant %q\n", kind)
 		return childNotConvertible
 	}
+	limits := DefaultLimits
+	if n, err := strconv.ParseInt(os.Getenv(childPixelsEnv), 10, 64); err == nil && n > 0 {
+		limits.MaxPixels = n
+	}
 	src, err := io.ReadAll(stdin)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -113,12 +134,15 @@ func runChild(kind string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	out, err := renderInProcess(src, sniff.Type{MIME: "image/svg+xml", Ext: "svg"}, k, DefaultLimits)
+	out, err := renderInProcess(src, sniff.Type{MIME: "image/svg+xml", Ext: "svg"}, k, limits)
 	switch {
 	case errors.Is(err, ErrNoEntropy):
 		return childNoEntropy
 	case errors.Is(err, ErrNotConvertible):
 		return childNotConvertible
+	case errors.Is(err, ErrTooLarge):
+		fmt.Fprintln(stderr, err)
+		return childTooLarge
 	case err != nil:
 		fmt.Fprintln(stderr, err)
 		return childUndecodable
