@@ -73,6 +73,9 @@ func (b *Budget) Total() int64 { return b.total }
 // Held is how much is taken now.
 func (b *Budget) Held() int64 { return b.held.Load() }
 
+// Waiting is how many acquisitions are waiting now.
+func (b *Budget) Waiting() int { return len(b.slots) }
+
 // Acquire takes n bytes, waiting in the bounded queue if they are not free.
 // It returns how many it took: n, or the whole budget when n is larger, so
 // one source bigger than the budget runs alone rather than never. The

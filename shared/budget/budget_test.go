@@ -237,8 +237,13 @@ func TestTryReserveNeverWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if err := x.TryReserve(1000); !errors.Is(err, ErrWouldWait) || time.Since(start) > time.Second {
+	err := x.TryReserve(1000)
+	var short *ShortError
+	if !errors.Is(err, ErrWouldWait) || !errors.As(err, &short) || time.Since(start) > time.Second {
 		t.Fatalf("TryReserve with the budget taken: %v after %v, want ErrWouldWait at once", err, time.Since(start))
+	}
+	if short.Need != firstGrowth+1000 {
+		t.Errorf("short by %d in all, want %d (the bytes' buffer and the reservation)", short.Need, firstGrowth+1000)
 	}
 	if x.Held() != firstGrowth {
 		t.Errorf("a failed TryReserve left %d held, want %d", x.Held(), firstGrowth)

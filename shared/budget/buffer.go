@@ -16,8 +16,19 @@ const (
 )
 
 // ErrWouldWait is TryReserve's answer when the budget cannot give the
-// bytes at once.
+// bytes at once (as a *ShortError).
 var ErrWouldWait = errors.New("budget: no bytes free now")
+
+// ShortError says how much a buffer needed in all, its bytes and
+// reservations, when TryReserve could not have it at once: what to Prepay
+// to do the same work again without waiting midway.
+type ShortError struct{ Need int64 }
+
+func (e *ShortError) Error() string {
+	return fmt.Sprintf("%v: %d bytes needed in all", ErrWouldWait, e.Need)
+}
+
+func (e *ShortError) Unwrap() error { return ErrWouldWait }
 
 // Buffer collects a body in memory. It takes budget for each growth
 // before allocating it and grows by doubling as bytes arrive, so what it
@@ -42,6 +53,10 @@ type Buffer struct {
 func (b *Budget) Buffer(hint int64) *Buffer {
 	return &Buffer{budget: b, hint: hint}
 }
+
+// Expect sets the declared length (-1: unknown), for a buffer made
+// before it was known.
+func (x *Buffer) Expect(hint int64) { x.hint = hint }
 
 // Fill reads r to its end. Waiting for budget stops with ctx, or with
 // ErrBusy past the budget's bounds; the bytes read so far stay held.
@@ -91,7 +106,7 @@ func (x *Buffer) take(ctx context.Context, n int64, wait bool) error {
 		} else {
 			var ok bool
 			if got, ok = x.budget.TryAcquire(short); !ok {
-				return fmt.Errorf("%w: %d bytes", ErrWouldWait, short)
+				return &ShortError{Need: x.used + n}
 			}
 		}
 		x.held += got
@@ -106,8 +121,8 @@ func (x *Buffer) Reserve(ctx context.Context, n int64) error {
 	return x.take(ctx, n, true)
 }
 
-// TryReserve is Reserve without waiting: ErrWouldWait when the budget
-// cannot give the bytes now. A caller that holds the buffer's bytes uses
+// TryReserve is Reserve without waiting: a *ShortError (ErrWouldWait)
+// when the budget cannot give the bytes now. A caller that holds the buffer's bytes uses
 // it, so that it never waits for memory while sitting on memory.
 func (x *Buffer) TryReserve(n int64) error {
 	return x.take(context.Background(), n, false)

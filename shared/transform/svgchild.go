@@ -34,9 +34,10 @@ const (
 	childWait = time.Second
 )
 
-// ErrInterrupted: the SVG renderer was stopped from outside (a SIGTERM,
-// SIGINT or SIGHUP, as a service manager or a terminal sends when the
-// proxy shuts down). It says nothing about the image: 503, not remembered.
+// ErrInterrupted: the SVG renderer could not be started (no process or
+// file left, say), or was stopped from outside (a SIGTERM, SIGINT or
+// SIGHUP, as a service manager or a terminal sends when the proxy shuts
+// down). It says nothing about the image: 503, not remembered.
 var ErrInterrupted = errors.New("transform: svg renderer stopped from outside")
 
 // childOutputLimit bounds what the parent reads back from a render whose
@@ -70,7 +71,7 @@ type childHeader struct {
 func renderSVGChild(ctx context.Context, p *Plan, maxPixels int64) (*Output, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("svg: finding this executable: %w", err)
+		return nil, fmt.Errorf("%w: finding this executable: %w", ErrInterrupted, err)
 	}
 	cmd := exec.CommandContext(ctx, exe)
 	// Nothing of the parent's environment (credentials) is needed.
@@ -103,7 +104,7 @@ func renderSVGChild(ctx context.Context, p *Plan, maxPixels int64) (*Output, err
 		return nil, fmt.Errorf("%w: svg renderer failed (%v): %w", ErrUndecodable, err, cause)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("svg: running the renderer: %w", err)
+		return nil, fmt.Errorf("%w: running the renderer: %w", ErrInterrupted, err)
 	}
 	line, data, ok := bytes.Cut(stdout.Bytes(), []byte("\n"))
 	var h childHeader
