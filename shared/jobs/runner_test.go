@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/jobs/jobstest"
@@ -240,5 +243,56 @@ func TestRunnerRefusesBadJob(t *testing.T) {
 	rep, err := f.runner.Run(context.Background(), jobs.Job{URL: "file:///etc/passwd", Variant: variant.Emoji})
 	if err != nil || rep.Outcome != jobs.Failed {
 		t.Fatalf("%+v, %v; want failed, not retried", rep, err)
+	}
+}
+
+// TestBurstOfJobsNotRemembered: precompute jobs follow the proxy's rule
+// that waiting for a decode slot is the proxy's state, never the image's.
+// Many jobs of a valid SVG that renders slowly, run at once through one
+// slot under a short time limit, each end done or to be retried (a slot
+// not free in time), none failed or remembered; retried, each is done.
+// The limit adapts to the machine as the proxy's burst test does.
+func TestBurstOfJobsNotRemembered(t *testing.T) {
+	origin := jobstest.NewOrigin(t)
+	svg := testmedia.SVGSlow(4000)
+	calib := newFixture(t, nil)
+	start := time.Now()
+	if rep, err := calib.runner.Run(context.Background(), jobs.Job{URL: origin.Add("/alone.svg", svg), Variant: variant.Emoji}); err != nil || rep.Outcome != jobs.Done {
+		t.Fatalf("alone: %+v, %v", rep, err)
+	}
+	r := time.Since(start)
+	limit := max(3*r, time.Second).Round(time.Millisecond)
+	n := min(int(limit/r)+3, 40)
+
+	f := newFixture(t, map[string]string{"MEDIA_PROXY_TRANSFORM_CONCURRENCY": "1", "MEDIA_PROXY_TRANSFORM_TIMEOUT": limit.String()})
+	js := make([]jobs.Job, n)
+	reps := make([]jobs.Report, n)
+	var wg sync.WaitGroup
+	for i := range js {
+		js[i] = jobs.Job{URL: origin.Add(fmt.Sprintf("/burst-%d.svg", i), svg), Variant: variant.Emoji}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reps[i], _ = f.runner.Run(context.Background(), js[i])
+		}()
+	}
+	wg.Wait()
+	outcomes := map[jobs.Outcome]int{}
+	for _, rep := range reps {
+		outcomes[rep.Outcome]++
+	}
+	t.Logf("one job alone %v; %d at once through 1 slot with a limit of %v: %v", r.Round(time.Millisecond), n, limit, outcomes)
+	for i, rep := range reps {
+		if rep.Outcome != jobs.Done && rep.Outcome != jobs.Retry {
+			t.Errorf("job %d: %s (%d, %v)", i, rep.Outcome, rep.Status, rep.Err)
+		}
+		if status := f.failure(t, js[i]); status != 0 {
+			t.Errorf("job %d: a failure %d remembered", i, status)
+		}
+	}
+	for i, j := range js {
+		if rep, err := f.runner.Run(context.Background(), j); err != nil || (rep.Outcome != jobs.Done && rep.Outcome != jobs.Skipped) {
+			t.Errorf("job %d again: %+v, %v", i, rep, err)
+		}
 	}
 }
