@@ -3,10 +3,13 @@ package proxy_test
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 )
 
@@ -72,4 +75,49 @@ func TestBurstOfSlowImagesNotRemembered(t *testing.T) {
 			t.Errorf("later request for %d: %d (%s)", i, r.status, r.header.Get("Cache-Control"))
 		}
 	}
+}
+
+// TestAnswersThatWaitedAreDelivered: the write deadline moves with every
+// header, write and flush, so an answer that waited longer than
+// MEDIA_PROXY_WRITE_TIMEOUT for its origin (here 1.5 s against 300 ms)
+// still leaves: a HEAD's headers, a 304, a 302 to a stored copy (S3) and
+// a large body streamed as it arrives (its first flush).
+// The deadline used to be set once from the request's start: the answer
+// was then dropped without a byte.
+func TestAnswersThatWaitedAreDelivered(t *testing.T) {
+	const wait, timeout = 1500 * time.Millisecond, 300 * time.Millisecond
+	o := newOrigin(t)
+	img := testmedia.NoisePNG(64, 64)
+	slow := func(name string) string { return o.addFile("/"+name, originFile{body: img, delay: wait}) }
+	p, _, _ := newService(t, map[string]string{"MEDIA_PROXY_WRITE_TIMEOUT": timeout.String()})
+
+	t.Run("HEAD", func(t *testing.T) {
+		r := request(t, http.MethodHead, p.URL+"/e.webp?url="+url.QueryEscape(slow("head.png"))+"&emoji=1")
+		if r.status != http.StatusOK || r.header.Get("Content-Type") != "image/webp" {
+			t.Errorf("HEAD after waiting %v: %d %s", wait, r.status, r.header.Get("Content-Type"))
+		}
+	})
+	t.Run("304", func(t *testing.T) {
+		r := request(t, http.MethodGet, p.URL+"/a.png?url="+url.QueryEscape(slow("etag.png")), "If-None-Match", store.ETag(img))
+		if r.status != http.StatusNotModified {
+			t.Errorf("If-None-Match after waiting %v: %d", wait, r.status)
+		}
+	})
+	t.Run("stream", func(t *testing.T) {
+		big := testmedia.NoisePNG(1600, 1600) // about 10 MB: over the 8 MB held in memory
+		src := o.addFile("/big.png", originFile{body: big, delay: wait})
+		r := request(t, http.MethodGet, p.URL+"/a.png?url="+url.QueryEscape(src))
+		if r.status != http.StatusOK || len(r.body) != len(big) {
+			t.Errorf("large body after waiting %v: %d, %d of %d bytes", wait, r.status, len(r.body), len(big))
+		}
+	})
+	t.Run("302", func(t *testing.T) {
+		// As on Lambda: a body over the inline limit is stored, then
+		// redirected to.
+		s3 := newStack(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: s3Store(t, "waited/"), inlineLimit: 1000, writeTimeout: timeout})
+		r := request(t, http.MethodGet, s3.URL+"/a.png?url="+url.QueryEscape(slow("s3.png")))
+		if r.status != http.StatusFound || r.header.Get("Location") == "" {
+			t.Errorf("miss stored in S3 after waiting %v: %d, Location %q", wait, r.status, r.header.Get("Location"))
+		}
+	})
 }
