@@ -16,7 +16,7 @@ import (
 type record struct {
 	id, kind, outcome string
 	// clientID is the client's X-Request-Id, logged beside id, never as it.
-	clientID string
+	clientID          string
 	status            int
 	bytesIn, bytesOut int64
 	fetch, transform  time.Duration
