@@ -1,7 +1,9 @@
 package proxy_test
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -120,4 +122,50 @@ func TestAnswersThatWaitedAreDelivered(t *testing.T) {
 			t.Errorf("miss stored in S3 after waiting %v: %d, Location %q", wait, r.status, r.header.Get("Location"))
 		}
 	})
+}
+
+// emptyIDATs is issue 19's APNG: 1x1, its one frame the default image,
+// whose data is followed by n empty IDAT chunks (12 bytes each).
+func emptyIDATs(n int) []byte {
+	b := testmedia.APNG(1, 1, 1)
+	// Past the first IDAT chunk: the chunk walk starts after the signature.
+	p := 8
+	for string(b[p+4:p+8]) != "IDAT" {
+		p += 12 + int(binary.BigEndian.Uint32(b[p:]))
+	}
+	p += 12 + int(binary.BigEndian.Uint32(b[p:]))
+	empty := binary.BigEndian.AppendUint32([]byte("\x00\x00\x00\x00IDAT"), crc32.ChecksumIEEE([]byte("IDAT")))
+	out := make([]byte, 0, len(b)+n*len(empty))
+	out = append(out, b[:p]...)
+	for range n {
+		out = append(out, empty...)
+	}
+	return append(out, b[p:]...)
+}
+
+// TestEmptyChunkAPNGMemory: the 52 MB APNG of 4.3 million empty IDAT
+// chunks, asked for as an emoji, is answered 422 (and remembered as any
+// undecodable image) while resident memory grows by the source the
+// request holds and less than 100 MiB besides. Its chunk bookkeeping
+// used to take 2.3 GiB, outside the memory budget.
+func TestEmptyChunkAPNGMemory(t *testing.T) {
+	if procStatus("VmRSS") < 0 {
+		t.Fatal("needs /proc/self/status")
+	}
+	apng := emptyIDATs(4_300_000)
+	o := newOrigin(t)
+	src := o.add("/empty-idat.png", apng)
+	p, _, _ := newService(t, nil)
+	checkSuccess(t, get(t, p, o.add("/warm.png", testmedia.PNG(8, 8)), "emoji=1"), "image/webp")
+	base := memNow()
+	done := make(chan struct{})
+	peak := sampleMemory(done)
+	r := get(t, p, src, "emoji=1")
+	close(done)
+	grew := (<-peak).rss - base.rss
+	t.Logf("%d MB of empty IDAT chunks as an emoji: %d (%s); resident memory grew by %d MiB", len(apng)>>20, r.status, r.header.Get("Cache-Control"), grew>>20)
+	checkError(t, r, http.StatusUnprocessableEntity)
+	if over := grew - int64(len(apng)); over > 100<<20 {
+		t.Errorf("resident memory grew by %d MiB for a %d MB source", grew>>20, len(apng)>>20)
+	}
 }
