@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/jobs/jobstest"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -294,5 +295,53 @@ func TestBurstOfJobsNotRemembered(t *testing.T) {
 		if rep, err := f.runner.Run(context.Background(), j); err != nil || (rep.Outcome != jobs.Done && rep.Outcome != jobs.Skipped) {
 			t.Errorf("job %d again: %+v, %v", i, rep, err)
 		}
+	}
+}
+
+// bufferedStore is a store that says it holds write buffers while a body
+// streams into it (as S3's upload does), and notes what the memory budget
+// held while it did.
+type bufferedStore struct {
+	store.Store
+	budget    *budget.Budget
+	heldInPut int64
+}
+
+func (s *bufferedStore) WriteBuffer() int64 { return 4 << 20 }
+
+func (s *bufferedStore) Put(ctx context.Context, key string, m store.Meta, body io.Reader) error {
+	s.heldInPut = s.budget.Held()
+	return s.Store.Put(ctx, key, m, body)
+}
+
+// TestRunnerStreamedPutAccounted: a job streaming a large body into the
+// store takes the store's write buffers from the memory budget for the
+// Put; with no room for them, it is retried later (a 503 of the proxy's
+// own, nothing remembered) rather than wait holding its fetch.
+func TestRunnerStreamedPutAccounted(t *testing.T) {
+	f := newFixture(t, nil)
+	mem := budget.New(budget.Options{Bytes: 64 << 20})
+	st := &bufferedStore{Store: f.store, budget: mem}
+	r := &jobs.Runner{Producer: f.runner.Producer, Store: st, Canonical: f.runner.Canonical, Budget: mem}
+	j := jobs.Job{URL: f.origin.Add("/clip.mp4", testmedia.MP4(9<<20)), Variant: variant.Original}
+
+	full := mem.Buffer(-1)
+	if err := full.Reserve(context.Background(), mem.Total()-1<<20); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Run(context.Background(), j)
+	if err == nil || rep.Outcome != jobs.Retry || rep.Status != http.StatusServiceUnavailable || f.failure(t, j) != 0 {
+		t.Errorf("no room for the write buffers: %+v, %v; want a retry, 503, nothing remembered", rep, err)
+	}
+	full.Release()
+	rep, err = r.Run(context.Background(), j)
+	if err != nil || rep.Outcome != jobs.Done {
+		t.Fatalf("with room: %+v, %v", rep, err)
+	}
+	if st.heldInPut < st.WriteBuffer() {
+		t.Errorf("the budget held %d bytes during the streamed Put, less than the store's %d of write buffers", st.heldInPut, st.WriteBuffer())
+	}
+	if mem.Held() != 0 {
+		t.Errorf("%d bytes held after the job", mem.Held())
 	}
 }
