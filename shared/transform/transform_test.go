@@ -627,6 +627,8 @@ func TestHeaderReadAccounted(t *testing.T) {
 		{many, 5000},
 		{testmedia.Truncate(testmedia.GIF(16, 16, 7), 200), 1},
 		{testmedia.PNG(8, 8), 1},
+		{webp(t, testmedia.GIF(16, 16, 7), 80), 7},
+		{webp(t, testmedia.GIFStatic(8, 8), 80), 1},
 	} {
 		typ := sniff.Detect(c.src)
 		if got := countFrames(c.src, typ.MIME); got != c.want {
