@@ -301,18 +301,26 @@ func TestDefaultUserAgent(t *testing.T) {
 	}
 }
 
-func TestHTTPS(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "secure")
-	}))
+// tlsOrigin serves h over TLS on loopback; its certificate, which pool
+// trusts, covers example.com, served on port.
+func tlsOrigin(t *testing.T, h http.Handler) (pool *x509.CertPool, port string) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
 	srv.Listener.Close()
 	srv.Listener = listen(t, "127.0.0.1:0")
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	pool := x509.NewCertPool()
+	pool = x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
-	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	target := "https://example.com:" + port + "/" // httptest's certificate covers example.com
+	_, port, _ = net.SplitHostPort(srv.Listener.Addr().String())
+	return pool, port
+}
+
+func TestHTTPS(t *testing.T) {
+	pool, port := tlsOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "secure")
+	}))
+	target := "https://example.com:" + port + "/"
 
 	cfg := Config{
 		Resolver:        staticResolver(map[string][]string{"example.com": {"127.0.0.1"}}),
@@ -1104,7 +1112,7 @@ func TestHTTPSNeverRedirectsToHTTP(t *testing.T) {
 		plainHits.Add(1)
 		io.WriteString(w, "plain")
 	}))
-	secure := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	pool, port := tlsOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/down":
 			http.Redirect(w, r, plain.URL+"/x", http.StatusFound)
@@ -1114,13 +1122,6 @@ func TestHTTPSNeverRedirectsToHTTP(t *testing.T) {
 			io.WriteString(w, "secure")
 		}
 	}))
-	secure.Listener.Close()
-	secure.Listener = listen(t, "127.0.0.1:0")
-	secure.StartTLS()
-	t.Cleanup(secure.Close)
-	pool := x509.NewCertPool()
-	pool.AddCert(secure.Certificate())
-	_, port, _ := net.SplitHostPort(secure.Listener.Addr().String())
 	c := newTestClient(t, Config{
 		AllowedPrivate:  []netip.Prefix{loopback},
 		Resolver:        staticResolver(map[string][]string{"example.com": {"127.0.0.1"}}),
