@@ -122,8 +122,8 @@ func (x *Buffer) Reserve(ctx context.Context, n int64) error {
 }
 
 // TryReserve is Reserve without waiting: a *ShortError (ErrWouldWait)
-// when the budget cannot give the bytes now. A caller that holds the buffer's bytes uses
-// it, so that it never waits for memory while sitting on memory.
+// when the budget cannot give the bytes now. A caller holding the
+// buffer's bytes uses it, so as never to wait for memory sitting on some.
 func (x *Buffer) TryReserve(n int64) error {
 	return x.take(context.Background(), n, false)
 }

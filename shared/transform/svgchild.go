@@ -38,7 +38,7 @@ const (
 // file left, say), or was stopped from outside (a SIGTERM, SIGINT or
 // SIGHUP, as a service manager or a terminal sends when the proxy shuts
 // down). It says nothing about the image: 503, not remembered.
-var ErrInterrupted = errors.New("transform: svg renderer stopped from outside")
+var ErrInterrupted = errors.New("transform: svg renderer interrupted")
 
 // childOutputLimit bounds what the parent reads back from a render whose
 // output frame holds raw bytes (RGBA): the encoded variant is far
