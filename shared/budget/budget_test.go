@@ -272,3 +272,31 @@ func TestTryReserveNeverWaits(t *testing.T) {
 		t.Errorf("held %d after release", b.Held())
 	}
 }
+
+// TestPrepaidBufferGrowsOnce: a buffer prepaid for its whole declared
+// length (a source fetched again) takes it in one allocation, leaving no
+// doubling's garbage behind.
+func TestPrepaidBufferGrowsOnce(t *testing.T) {
+	b := New(Options{Bytes: 64 << 20})
+	const n = 1 << 20
+	x := b.Buffer(n)
+	if err := x.Prepay(context.Background(), 2*n); err != nil {
+		t.Fatal(err)
+	}
+	caps := map[int]bool{}
+	src := &trickle{data: make([]byte, n)}
+	if err := x.Fill(context.Background(), readFunc(func(p []byte) (int, error) {
+		caps[cap(x.buf)] = true
+		return src.Read(p)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if len(caps) != 1 || !caps[n+probe] || b.Held() != 2*n {
+		t.Errorf("capacities %v, %d held; want one allocation of %d within the %d prepaid", caps, b.Held(), n+probe, 2*n)
+	}
+	x.Release()
+}
+
+type readFunc func([]byte) (int, error)
+
+func (f readFunc) Read(p []byte) (int, error) { return f(p) }

@@ -83,6 +83,12 @@ func (x *Buffer) grow(ctx context.Context) error {
 	next := max(2*c, firstGrowth)
 	if x.hint >= 0 && c < x.hint+probe {
 		next = min(next, x.hint+probe)
+		// Budget prepaid for the whole declared length (a source fetched
+		// again, see Prepay) takes it in one step: doubling would only
+		// leave garbage the budget does not see.
+		if x.held-x.used >= x.hint+probe-c {
+			next = x.hint + probe
+		}
 	}
 	if err := x.take(ctx, next-c, true); err != nil {
 		return err
