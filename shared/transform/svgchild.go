@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
@@ -25,10 +26,9 @@ import (
 // any binary that links this package (the proxy, the worker, a test
 // binary) can render.
 const (
-	// childEnv names the variant to render; childPixelsEnv carries the
-	// parent's MEDIA_PROXY_MAX_PIXELS (the child reads no other setting).
-	childEnv       = "MEDIA_PROXY_SVG_CHILD"
-	childPixelsEnv = "MEDIA_PROXY_SVG_CHILD_MAX_PIXELS"
+	// childEnv tells the child what to render: "<variant>,<max pixels>",
+	// the parent's MEDIA_PROXY_MAX_PIXELS (it reads no setting itself).
+	childEnv = "MEDIA_PROXY_SVG_CHILD"
 	// childWait is how long the parent waits for the child's output to
 	// drain once it has been killed.
 	childWait = time.Second
@@ -55,8 +55,8 @@ const (
 
 func init() {
 	// Before main or the tests: a child only renders and exits.
-	if kind := os.Getenv(childEnv); kind != "" {
-		os.Exit(runChild(kind, os.Stdin, os.Stdout, os.Stderr))
+	if what := os.Getenv(childEnv); what != "" {
+		os.Exit(runChild(what, os.Stdin, os.Stdout, os.Stderr))
 	}
 }
 
@@ -75,7 +75,7 @@ func renderSVGChild(ctx context.Context, p *Plan, maxPixels int64) (*Output, err
 	}
 	cmd := exec.CommandContext(ctx, exe)
 	// Nothing of the parent's environment (credentials) is needed.
-	cmd.Env = []string{childEnv + "=" + string(p.kind), childPixelsEnv + "=" + strconv.FormatInt(maxPixels, 10)}
+	cmd.Env = []string{childEnv + "=" + string(p.kind) + "," + strconv.FormatInt(maxPixels, 10)}
 	cmd.Stdin = bytes.NewReader(p.src)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &limitedBuffer{buf: &stdout, left: int(p.childOutput)}
@@ -115,15 +115,17 @@ func renderSVGChild(ctx context.Context, p *Plan, maxPixels int64) (*Output, err
 }
 
 // runChild is the child's side: read the SVG, render it in process as
-// the parent would have, write the header and bytes, and exit.
-func runChild(kind string, stdin io.Reader, stdout, stderr io.Writer) int {
+// the parent would have, write the header and bytes, and exit. what is
+// childEnv's value.
+func runChild(what string, stdin io.Reader, stdout, stderr io.Writer) int {
+	kind, pixels, _ := strings.Cut(what, ",")
 	k, ok := variant.Parse(kind)
 	if !ok {
 		fmt.Fprintf(stderr, "unknown variant %q\n", kind)
 		return childNotConvertible
 	}
 	limits := DefaultLimits
-	if n, err := strconv.ParseInt(os.Getenv(childPixelsEnv), 10, 64); err == nil && n > 0 {
+	if n, err := strconv.ParseInt(pixels, 10, 64); err == nil && n > 0 {
 		limits.MaxPixels = n
 	}
 	src, err := io.ReadAll(stdin)
