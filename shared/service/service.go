@@ -85,7 +85,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	pl := pipeline.New(fetcher, tr, pipeline.Options{InMemory: inMemory, MaxConvertSize: cfg.MaxConvertSize, Budget: mem})
 	// One failure memory for the requests and the jobs of this process.
 	failures := failure.NewMemory(0)
-	runner := &jobs.Runner{Producer: pl, Store: st, Canonical: fetcher.Canonical, Failures: failures}
+	runner := &jobs.Runner{Producer: pl, Store: st, Canonical: fetcher.Canonical, Budget: mem, Failures: failures}
 	queue, err := OpenQueue(ctx, cfg, runner, log)
 	if err != nil {
 		return nil, err
