@@ -116,9 +116,11 @@ func (h *Handler) Wait(ctx context.Context) error {
 // free of the clients' cancellation); cancel ends ctx once the download
 // is over. On error the caller still owns res.
 func (h *Handler) startDownload(ctx context.Context, cancel context.CancelFunc, req request, id string, res *pipeline.Result) (*download, error) {
-	mem, err := h.acquire(ctx, chunkSize)
-	if err != nil {
-		return nil, err
+	// res holds memory (the bytes sniffed): take more only if it is free
+	// now, never wait holding it.
+	mem, ok := h.tryAcquire(chunkSize)
+	if !ok {
+		return nil, &problem.Error{Status: http.StatusServiceUnavailable, RetryAfter: pipeline.BusyRetryAfter, Err: budget.ErrBusy}
 	}
 	sp, kept, err := h.openSpool(ctx, req.key, res.Meta)
 	if err != nil {
@@ -211,13 +213,12 @@ func noRoom(err error) error {
 func (d *download) startPut(ctx context.Context) chan error {
 	h := d.h
 	done := make(chan error, 1)
-	// The store's write buffers (S3's parts), or no store copy.
-	bctx, cancel := context.WithTimeout(ctx, time.Second)
-	mem, err := h.acquire(bctx, h.storeWriteBuffer())
-	cancel()
-	if err != nil {
-		h.log.Warn("no memory budget for the store copy; answering without caching", "request_id", d.id, "key", d.req.key, "err", err)
-		done <- fmt.Errorf("no store copy: %w", err)
+	// The store's write buffers (S3's parts) if they are free now (the
+	// download holds memory already), or no store copy.
+	mem, ok := h.tryAcquire(h.storeWriteBuffer())
+	if !ok {
+		h.log.Warn("no memory budget for the store copy; answering without caching", "request_id", d.id, "key", d.req.key)
+		done <- fmt.Errorf("no store copy: %w", budget.ErrBusy)
 		return done
 	}
 	// No fixed bound but a generous one: the fetch has its own timeout,
@@ -405,6 +406,14 @@ func (h *Handler) acquire(ctx context.Context, n int64) (int64, error) {
 		return 0, err
 	}
 	return got, nil
+}
+
+// tryAcquire takes n bytes of the memory budget if they are free now.
+func (h *Handler) tryAcquire(n int64) (int64, bool) {
+	if h.cfg.Budget == nil {
+		return 0, true
+	}
+	return h.cfg.Budget.TryAcquire(n)
 }
 
 // produceAlone produces without coalescing or storing, for the one client

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
+	"github.com/misskey-lambda/media-proxy/shared/emf"
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -82,7 +84,8 @@ type Config struct {
 	// this catches a store that stops answering). Default 2 minutes.
 	StreamTimeout time.Duration
 	// WriteTimeout is how long a response may go without a write making
-	// progress before the client is dropped; 0 means no limit.
+	// progress before the client is dropped; 0 means the longest allowed,
+	// 10 minutes (a client that stops reading is always dropped).
 	WriteTimeout time.Duration
 	// InlineHitsBelow answers a stored variant smaller than this many
 	// bytes with its bytes instead of a redirect (0: always redirect), so
@@ -90,19 +93,24 @@ type Config struct {
 	// trip.
 	InlineHitsBelow int64
 	// Metrics adds CloudWatch Embedded Metric Format fields to each
-	// request's log line.
-	Metrics bool
+	// request's log line, as many as the mode says.
+	Metrics emf.Mode
 	// Precompute, when set, receives jobs for the siblings of a variant
 	// produced on a cache miss (see variant.Kind.Siblings).
 	Precompute jobs.Enqueuer
+	// Failures is the process's failure memory, shared with the jobs it
+	// runs; nil gives the handler one of its own.
+	Failures *failure.Memory
 }
 
 // Handler serves the proxy's query API.
 type Handler struct {
 	cfg         Config
 	noStore     bool
+	writeStall  time.Duration
 	log         *slog.Logger
 	flights     flights
+	failures    *failure.Memory
 	placeholder []byte
 	// Spools of stores without their own, and their room on disk.
 	spoolDir  string
@@ -133,9 +141,14 @@ func New(cfg Config) *Handler {
 			cfg.SpoolRoom = min(cfg.SpoolRoom, fs/4)
 		}
 	}
+	if cfg.Failures == nil {
+		cfg.Failures = failure.NewMemory(0)
+	}
 	return &Handler{
 		cfg:         cfg,
+		failures:    cfg.Failures,
 		noStore:     !cfg.Store.Keeps(),
+		writeStall:  writeStall(cfg.WriteTimeout),
 		log:         cfg.Logger,
 		placeholder: placeholderPNG(),
 		spoolDir:    cfg.SpoolDir,
@@ -153,9 +166,11 @@ func (h *Handler) CommonHeaders() http.Header {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &record{id: requestID(r), outcome: "none"}
+	rec := &record{id: requestID(r), clientID: clientRequestID(r), outcome: "none"}
 	h.cfg.Headers.Set(w.Header())
-	h.serve(&firstByte{ResponseWriter: h.deadlines(w), start: start, rec: rec}, r, rec)
+	dw, extend := h.deadlines(w)
+	h.serve(&firstByte{ResponseWriter: dw, start: start, rec: rec}, r, rec)
+	extend()
 	h.logRequest(r, rec, time.Since(start))
 	if rec.aborted {
 		// The body broke off after its headers were sent: end the

@@ -7,12 +7,16 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambdacontext"
+
 	"github.com/misskey-lambda/media-proxy/shared/emf"
 )
 
 // record collects what the request's log line reports.
 type record struct {
 	id, kind, outcome string
+	// clientID is the client's X-Request-Id, logged beside id, never as it.
+	clientID          string
 	status            int
 	bytesIn, bytesOut int64
 	fetch, transform  time.Duration
@@ -48,14 +52,17 @@ func (h *Handler) logRequest(r *http.Request, rec *record, took time.Duration) {
 		slog.Int64("ttfb_ms", rec.ttfb.Milliseconds()),
 		slog.Int64("duration_ms", took.Milliseconds()),
 	}
+	if rec.clientID != "" {
+		attrs = append(attrs, slog.String("client_request_id", rec.clientID))
+	}
 	if rec.aborted {
 		attrs = append(attrs, slog.Bool("aborted", true))
 	}
 	if rec.err != nil {
 		attrs = append(attrs, slog.String("err", rec.err.Error()))
 	}
-	if h.cfg.Metrics && rec.kind != "" { // health checks and preflights are not worth a metric
-		attrs = append(attrs, requestMetrics(rec)...)
+	if rec.kind != "" { // health checks and preflights are not worth a metric
+		attrs = append(attrs, requestMetrics(h.cfg.Metrics, rec)...)
 	}
 	h.log.LogAttrs(r.Context(), level(rec), "request", attrs...)
 }
@@ -70,9 +77,10 @@ func level(rec *record) slog.Level {
 	return slog.LevelInfo
 }
 
-// requestMetrics makes the request's log line a CloudWatch EMF record too.
-func requestMetrics(rec *record) []slog.Attr {
-	return emf.Attrs(time.Now(), "Variant", rec.kind,
+// requestMetrics makes the request's log line a CloudWatch EMF record too,
+// as mode says: RequestMetrics names.
+func requestMetrics(mode emf.Mode, rec *record) []slog.Attr {
+	return emf.Attrs(time.Now(), mode, "proxy", rec.kind,
 		emf.Metric{Name: "Requests", Unit: emf.Count, Value: 1},
 		emf.Metric{Name: "CacheHit", Unit: emf.Count, Value: emf.Flag(rec.outcome == "hit")},
 		emf.Metric{Name: "CacheMiss", Unit: emf.Count, Value: emf.Flag(rec.outcome == "miss")},
@@ -85,15 +93,31 @@ func requestMetrics(rec *record) []slog.Attr {
 	)
 }
 
+// RequestMetrics is how many metrics a request line carries; the cost
+// model in docs/deploy.md counts them (TestRequestLogLineIsEMF holds both).
+const RequestMetrics = 9
+
+// requestID is the request's id in logs: on Lambda, the invocation's (the
+// one Lambda's own log lines and metrics carry), else one of our own. A
+// header is never it: any client can send any X-Request-Id (or
+// X-Amzn-Request-Id), which would then pass for another request's, or
+// Lambda's, in the logs.
 func requestID(r *http.Request) string {
-	for _, h := range []string{"X-Amzn-Request-Id", "X-Request-Id"} {
-		if v := r.Header.Get(h); v != "" && len(v) <= 128 {
-			return v
-		}
+	if lc, ok := lambdacontext.FromContext(r.Context()); ok && lc.AwsRequestID != "" {
+		return lc.AwsRequestID
 	}
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// clientRequestID is the client's X-Request-Id (a reverse proxy's, say),
+// logged as its own field so the two can be matched; at most 128 bytes.
+func clientRequestID(r *http.Request) string {
+	if v := r.Header.Get("X-Request-Id"); len(v) <= 128 {
+		return v
+	}
+	return ""
 }
 
 // firstByte notes in rec when the response starts, for its ttfb.

@@ -17,17 +17,26 @@ import (
 // the bytes of a variant of a URL never change.
 const cacheSuccess = "max-age=31536000, immutable"
 
+// cacheStreamed is what a body streamed from the origin as it arrives is
+// served with. Should the origin break off after the headers, the
+// response ends without its last chunk (Lambda: with error trailers);
+// whether CloudFront then keeps the short body as a complete one has not
+// been measured on a real deployment, so a CDN may keep a streamed body a
+// minute at most. The next request finds the stored copy, answered with
+// cacheSuccess.
+const cacheStreamed = "max-age=60"
+
 // write writes rp.
 func (h *Handler) write(w http.ResponseWriter, r *http.Request, rec *record, rp reply, fallback bool) {
 	switch rp.kind {
 	case replyError:
 		h.writeError(w, r, rec, rp, fallback)
 	case replyBytes:
-		serveContent(w, r, rec, rp.meta, bytes.NewReader(rp.data))
+		serveContent(w, r, rec, rp.meta, bytes.NewReader(rp.data), cacheSuccess)
 	case replyEntry:
 		h.writeEntry(w, r, rec, rp.entry, rp.body)
 	case replyStream:
-		h.writeStream(w, r, rec, rp.meta, rp.body)
+		h.writeStream(w, r, rec, rp.meta, rp.body, cacheStreamed)
 	case replySpool:
 		h.writeSpool(w, r, rec, rp.meta, rp.spool, fallback)
 	}
@@ -42,11 +51,13 @@ func setSuccess(hd http.Header, m store.Meta) {
 	}
 }
 
-// serveContent answers with a complete, seekable body through
-// http.ServeContent, which brings HEAD, If-None-Match (304), Range (206,
-// 416, multipart for several ranges) and If-Range against the ETag.
-func serveContent(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.ReadSeeker) {
+// serveContent answers with a seekable body through http.ServeContent,
+// which brings HEAD, If-None-Match (304), Range (206, 416, multipart for
+// several ranges) and If-Range against the ETag. cacheControl is
+// cacheSuccess, or cacheStreamed for a body still arriving.
+func serveContent(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.ReadSeeker, cacheControl string) {
 	setSuccess(w.Header(), m)
+	w.Header().Set("Cache-Control", cacheControl)
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", time.Time{}, body)
 	rec.status, rec.bytesOut = cw.status, cw.n
@@ -63,12 +74,12 @@ func (h *Handler) writeEntry(w http.ResponseWriter, r *http.Request, rec *record
 		return
 	}
 	if rs, ok := body.(io.ReadSeeker); ok {
-		serveContent(w, r, rec, e.Meta, rs)
+		serveContent(w, r, rec, e.Meta, rs, cacheSuccess)
 		return
 	}
 	// Not seekable (an object read through the store's API): the whole
 	// body, which still honours If-None-Match.
-	h.writeStream(w, r, rec, e.Meta, body)
+	h.writeStream(w, r, rec, e.Meta, body, cacheSuccess)
 }
 
 // writeSpool answers from a download's spool, read as it grows. A GET
@@ -80,8 +91,9 @@ func (h *Handler) writeEntry(w http.ResponseWriter, r *http.Request, rec *record
 // waits for its end, which gives the length). m.ETag is set only when the
 // body was complete as the request came: a body still arriving has no
 // ETag yet, so If-None-Match never matches and If-Range with any tag gets
-// the whole body (RFC 9110: a validator that cannot be matched). A break
-// after the headers aborts the response.
+// the whole body (RFC 9110: a validator that cannot be matched), and it
+// is cached as a streamed body is (cacheStreamed). A break after the
+// headers aborts the response.
 func (h *Handler) writeSpool(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body *spool.Reader, fallback bool) {
 	if r.Method != http.MethodHead {
 		if err := body.Ready(firstWanted(r, m)); err != nil {
@@ -90,11 +102,15 @@ func (h *Handler) writeSpool(w http.ResponseWriter, r *http.Request, rec *record
 			return
 		}
 	}
+	cc := cacheSuccess
+	if m.ETag == "" {
+		cc = cacheStreamed
+	}
 	if m.Size < 0 && r.Header.Get("Range") == "" {
-		h.writeStream(w, r, rec, m, body)
+		h.writeStream(w, r, rec, m, body, cc)
 		return
 	}
-	serveContent(flushEach{w, http.NewResponseController(w)}, r, rec, m, body)
+	serveContent(flushEach{w, http.NewResponseController(w)}, r, rec, m, body, cc)
 	if err := body.Err(); err != nil {
 		rec.aborted, rec.err = true, err
 	}
@@ -153,12 +169,14 @@ func (f flushEach) Unwrap() http.ResponseWriter { return f.ResponseWriter }
 
 // writeStream answers 200 with a body read as it goes, ignoring Range: a
 // stream cannot seek. A read error after the headers aborts the response.
-// Each write is flushed, so bytes leave as they arrive.
-func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.Reader) {
+// Each write is flushed, so bytes leave as they arrive. cacheControl is
+// cacheSuccess for a stored object, cacheStreamed for one still arriving.
+func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.Reader, cacheControl string) {
 	if notModified(w, r, rec, m.ETag) {
 		return
 	}
 	setSuccess(w.Header(), m)
+	w.Header().Set("Cache-Control", cacheControl)
 	if m.Size >= 0 {
 		w.Header().Set("Content-Length", strconv.FormatInt(m.Size, 10))
 	}
@@ -246,20 +264,38 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
-// deadlines wraps w so that every write must make progress within
-// WriteTimeout: a client that stops reading is dropped instead of pinning
-// its body in memory, while a slow but reading client can take as long
-// as it needs. Where the connection has no deadlines (Lambda's adapter),
-// w is returned as is.
-func (h *Handler) deadlines(w http.ResponseWriter) http.ResponseWriter {
-	if h.cfg.WriteTimeout <= 0 {
-		return w
+// maxWriteStall is the longest a response may go without a write making
+// progress, whatever WriteTimeout says: 0 means this, not "never", so a
+// client that stops reading is always dropped and never pins a response
+// (nor what it holds) for good.
+const maxWriteStall = 10 * time.Minute
+
+// writeStall is how long a response may go without progress: WriteTimeout,
+// or maxWriteStall for 0.
+func writeStall(d time.Duration) time.Duration {
+	if d <= 0 {
+		return maxWriteStall
 	}
+	return d
+}
+
+// deadlines wraps w so that every write, header and flush must make
+// progress within the handler's write stall: a client that stops reading
+// is dropped instead of pinning its body in memory, while a slow but
+// reading client can take as long as it needs. The deadline moves with
+// each of them, not once from the request's start, so an answer that
+// waited (for a slow origin, a decode slot, a stored copy) still gets the
+// whole stall to leave. extend moves it once more: for what net/http
+// writes after the handler returns (a HEAD's, a 302's or a 304's headers,
+// a chunked body's end). Where the connection has no deadlines (Lambda's
+// adapter), w is returned as is.
+func (h *Handler) deadlines(w http.ResponseWriter) (dw http.ResponseWriter, extend func()) {
 	rc := http.NewResponseController(w)
-	if err := rc.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout)); errors.Is(err, http.ErrNotSupported) {
-		return w
+	d := &deadlineWriter{ResponseWriter: w, rc: rc, idle: h.writeStall}
+	if err := d.extend(); errors.Is(err, http.ErrNotSupported) {
+		return w, func() {}
 	}
-	return &deadlineWriter{ResponseWriter: w, rc: rc, idle: h.cfg.WriteTimeout}
+	return d, func() { d.extend() }
 }
 
 // writeChunk is how much one write may carry before the deadline moves.
@@ -271,11 +307,20 @@ type deadlineWriter struct {
 	idle time.Duration
 }
 
+func (d *deadlineWriter) extend() error {
+	return d.rc.SetWriteDeadline(time.Now().Add(d.idle))
+}
+
+func (d *deadlineWriter) WriteHeader(status int) {
+	d.extend()
+	d.ResponseWriter.WriteHeader(status)
+}
+
 func (d *deadlineWriter) Write(p []byte) (int, error) {
 	var written int
 	for len(p) > 0 {
 		chunk := p[:min(len(p), writeChunk)]
-		d.rc.SetWriteDeadline(time.Now().Add(d.idle))
+		d.extend()
 		n, err := d.ResponseWriter.Write(chunk)
 		written += n
 		if err != nil {
@@ -284,6 +329,12 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// FlushError is what http.ResponseController.Flush calls.
+func (d *deadlineWriter) FlushError() error {
+	d.extend()
+	return d.rc.Flush()
 }
 
 func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }

@@ -160,10 +160,11 @@ type stackOptions struct {
 	proxy    func(*http.Request) (*url.URL, error)
 	store    store.Store // default: a directory store
 	// Handler settings, as service.New sets them on Lambda or locally.
-	inlineLimit int64
-	streamLimit int64
-	spoolRoom   int64
-	precompute  jobs.Enqueuer
+	inlineLimit  int64
+	streamLimit  int64
+	spoolRoom    int64
+	precompute   jobs.Enqueuer
+	writeTimeout time.Duration
 }
 
 // newStack builds the proxy from its packages, as service.New does, but
@@ -207,16 +208,17 @@ func newStackHandler(t *testing.T, o stackOptions) (*httptest.Server, *proxy.Han
 	})
 	t.Cleanup(f.CloseIdleConnections)
 	h := proxy.New(proxy.Config{
-		Pipeline:    testPipeline(f),
-		Canonical:   f.Canonical,
-		Store:       o.store,
-		Headers:     testHeaders,
-		Logger:      log,
-		InlineLimit: o.inlineLimit,
-		StreamLimit: o.streamLimit,
-		Precompute:  o.precompute,
-		SpoolDir:    t.TempDir(),
-		SpoolRoom:   o.spoolRoom,
+		Pipeline:     testPipeline(f),
+		Canonical:    f.Canonical,
+		Store:        o.store,
+		Headers:      testHeaders,
+		Logger:       log,
+		InlineLimit:  o.inlineLimit,
+		StreamLimit:  o.streamLimit,
+		Precompute:   o.precompute,
+		WriteTimeout: o.writeTimeout,
+		SpoolDir:     t.TempDir(),
+		SpoolRoom:    o.spoolRoom,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

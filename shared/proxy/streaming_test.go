@@ -646,7 +646,7 @@ func TestDownloadSlowReader(t *testing.T) {
 				t.Errorf("%+v: want the body spooled once, and stored", st)
 			}
 			waitStored(t, ss.st, key, video)
-			if _, err := ss.st.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
+			if _, _, err := ss.st.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("a failure was remembered for a slow client: %v", err)
 			}
 		})
@@ -728,7 +728,7 @@ func TestDownloadCut(t *testing.T) {
 				t.Errorf("after a cut body the key holds %d bytes (%v), want nothing", len(got), err)
 			}
 			// Remembered as any cut body is: a 502 for seconds.
-			if status, err := ss.st.Failure(t.Context(), failKey); err != nil || status != http.StatusBadGateway {
+			if status, _, err := ss.st.Failure(t.Context(), failKey); err != nil || status != http.StatusBadGateway {
 				t.Errorf("failure marker: %d, %v; want 502", status, err)
 			}
 			if st := svc.Handler.Stats(); st.Stored != 0 || st.StoreFailed != 0 || st.Readers != 0 {
@@ -883,18 +883,18 @@ func TestDownloadStoreNeverStallsReaders(t *testing.T) {
 			if n := countTempFiles(root); n != 0 {
 				t.Errorf("%d temporary files left", n)
 			}
-			if _, err := dir.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
+			if _, _, err := dir.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("a store failure was remembered: %v", err)
 			}
 		})
 	}
 }
 
-// TestDownloadClientNeverReads: with no write timeout (the stack's
-// default, MEDIA_PROXY_WRITE_TIMEOUT=0) and a store that fails, a client
-// that never reads a byte holds back neither the download nor later
-// requests: the download ends while it sits there, and the next request
-// fetches and gets the whole body.
+// TestDownloadClientNeverReads: under the longest write timeout (the
+// stack's default, MEDIA_PROXY_WRITE_TIMEOUT=0: 10 minutes) and with a
+// store that fails, a client that never reads a byte holds back neither
+// the download nor later requests: the download ends while it sits
+// there, and the next request fetches and gets the whole body.
 func TestDownloadClientNeverReads(t *testing.T) {
 	video := testmedia.MP4(20 << 20)
 	dir, err := store.NewDir(t.TempDir(), store.DirOptions{})
@@ -1013,7 +1013,7 @@ func parallelMisses(t *testing.T, proxyURL string, video []byte, h *proxy.Handle
 				t.Errorf("miss %d refused with %v", i, s.header)
 			}
 			_, failKey := keysOf(t, origins[i].URL+"/v.mp4", variant.Original)
-			if _, err := st.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
+			if _, _, err := st.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("a refusal for room was remembered: %v", err)
 			}
 		default:
@@ -1054,7 +1054,7 @@ func TestStoredFirstNotPacedByStore(t *testing.T) {
 		t.Fatalf("answered %d, %d bytes, ETag %q; want 206 from the stored file", r.status, len(r.body), r.header.Get("ETag"))
 	}
 	_, failKey := keysOf(t, src, variant.Original)
-	if _, err := dir.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := dir.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a failure was remembered: %v", err)
 	}
 }

@@ -47,13 +47,22 @@ type Store interface {
 	// Fail remembers for ttl that producing key failed with an HTTP
 	// status (see package failure for which failures and how long).
 	Fail(ctx context.Context, key string, status int, ttl time.Duration) error
-	// Failure returns a status remembered less than its ttl ago, or
-	// ErrNotFound.
-	Failure(ctx context.Context, key string) (int, error)
+	// Failure returns a status remembered less than its ttl ago and how
+	// much of the ttl is left, or ErrNotFound.
+	Failure(ctx context.Context, key string) (status int, left time.Duration, err error)
 	// Keeps reports whether what is Put can be looked up again: false for
 	// a store that keeps nothing, where a result can reach only the client
 	// that asked for it and precomputing is pointless.
 	Keeps() bool
+}
+
+// WriteBuffer is the memory st holds while a body streams into it (S3's
+// part buffers), for the memory budget; 0 when it says none.
+func WriteBuffer(st Store) int64 {
+	if b, ok := st.(interface{ WriteBuffer() int64 }); ok {
+		return b.WriteBuffer()
+	}
+	return 0
 }
 
 // None stores nothing: every request does the work (benchmarks use it).
@@ -68,6 +77,8 @@ func (None) Put(_ context.Context, _ string, _ Meta, body io.Reader) error {
 
 func (None) Fail(context.Context, string, int, time.Duration) error { return nil }
 
-func (None) Failure(context.Context, string) (int, error) { return 0, ErrNotFound }
+func (None) Failure(context.Context, string) (int, time.Duration, error) {
+	return 0, 0, ErrNotFound
+}
 
 func (None) Keeps() bool { return false }
