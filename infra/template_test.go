@@ -62,7 +62,7 @@ func TestCfnLint(t *testing.T) {
 	// sets MEDIA_PROXY_TEST_REQUIRE_PACKAGE=1, so CI cannot skip this); a
 	// developer laptop may lack it.
 	lint, err := exec.LookPath("cfn-lint")
-	need(t, "cfn-lint (python3 -m pip install cfn-lint)", err == nil)
+	need(t, "cfn-lint (scripts/test installs it into .deps/python-tools from scripts/lib/requirements.txt)", err == nil)
 	out, err := exec.Command(lint, templateFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("cfn-lint %s: %v\n%s", templateFile, err, out)
