@@ -241,7 +241,7 @@ func race(ctx context.Context, addrs []netip.AddrPort, delay time.Duration,
 			results <- dialResult{conn, err}
 		}()
 	}
-	stagger := time.NewTimer(delay / 10)
+	stagger := time.NewTimer(delay)
 	defer stagger.Stop()
 	if len(addrs) > 0 {
 		start()
@@ -264,7 +264,7 @@ func race(ctx context.Context, addrs []netip.AddrPort, delay time.Duration,
 		// Either an attempt failed or the stagger passed: next address.
 		if next < len(addrs) && ctx.Err() == nil {
 			start()
-			stagger.Reset(delay / 10)
+			stagger.Reset(delay)
 		}
 	}
 	return nil, newDialError(ctx, errs, len(addrs))
