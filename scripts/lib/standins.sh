@@ -71,7 +71,8 @@ _standins_python_tools() {
     return 0
   fi
   log=$(mktemp)
-  if _standins_python_venv "$venv" "$req" >"$log" 2>&1; then
+  echo "installing the pinned Python tools (${req#"$ROOT/"}) into ${venv#"$ROOT/"}" >&2
+  if _standins_python_venv "$venv" "$req" >"$log" 2>&1 && [[ -x "$venv/bin/moto_server" && -x "$venv/bin/cfn-lint" ]]; then
     echo "$want" >"$venv/.requirements.sha256"
     rm -f "$log"
     export PATH="$venv/bin:$PATH"
@@ -83,8 +84,8 @@ _standins_python_tools() {
   pinned_moto=$(sed -n 's/^moto\[server\]==//p' "$req")
   pinned_cfn=$(sed -n 's/^cfn-lint==//p' "$req")
   {
-    echo "scripts: could not install the pinned Python tools (${req#"$ROOT/"}) into ${venv#"$ROOT/"}:"
-    grep -v '^[[:space:]]*$' "$log" | tail -n 3 | sed 's/^/    /'
+    echo "could not (is the Python package index out of reach?); pip said:"
+    grep -v '^[[:space:]]*$' "$log" | tail -n 3 | sed 's/^/    /' || true
   } >&2
   rm -f "$log"
   if [[ -z "$moto" || -z "$cfn" ]]; then
@@ -103,7 +104,7 @@ into a Python environment of your own and put it on PATH:
 EOF
     return 1
   fi
-  echo "Using the ones already on PATH instead:" >&2
+  echo "Using the ones already on PATH instead (the pinned ones are tried again next run):" >&2
   _standins_python_found moto_server "$moto" "$(_standins_python_version "$moto" moto)" "$pinned_moto"
   _standins_python_found cfn-lint "$cfn" "$(cfn-lint --version 2>/dev/null | awk '{print $2}')" "$pinned_cfn"
 }
@@ -124,7 +125,6 @@ _standins_python_venv() {
     fi
   fi
   rm -f "$venv/.requirements.sha256"
-  echo "installing the pinned Python tools into ${venv#"$ROOT/"}" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input \
     --timeout 15 --retries 0 -r "$req"
 }
