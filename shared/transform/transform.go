@@ -18,6 +18,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/apng"
 	"github.com/misskey-lambda/media-proxy/shared/budget"
+	"github.com/misskey-lambda/media-proxy/shared/pngcolour"
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
@@ -264,8 +265,9 @@ func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
 			}
 		}
 		im, err = vips.Thumbnail(p.src, p.fit)
-		if err == nil {
-			im, err = toSRGB(im)
+		if err == nil && p.mime == "image/png" && !im.HasICC() {
+			// libvips reads iCCP but not cHRM and gAMA.
+			im, err = withICC(im, pngcolour.Profile(p.src))
 		}
 		if err != nil {
 			err = fmt.Errorf("%w: %w", ErrUndecodable, err)
@@ -273,6 +275,10 @@ func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	// Every path, whoever decoded it, ends in sRGB.
+	if im, err = toSRGB(im); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}
 	defer im.Close()
 	stop := im.KillOn(ctx)
@@ -312,12 +318,25 @@ func keepSource(p *plan, out *Output) bool {
 // P3 from phones, Adobe RGB, ...) into sRGB: the encoders strip profiles,
 // and browsers read untagged pixels as sRGB. Thumbnailing converts CMYK
 // by itself but leaves RGB profiles alone. The transform runs on the
-// small thumbnail, not the source.
+// small thumbnail, not the source. Images decoded in Go get their file's
+// profile attached first (withICC), so every format is converted alike.
+// im is closed.
 func toSRGB(im *vips.Image) (*vips.Image, error) {
 	if !im.HasICC() || im.Bands() < 3 {
 		return im, nil
 	}
 	out, err := im.ToSRGB()
+	im.Close()
+	return out, err
+}
+
+// withICC attaches profile to im as if its loader had found it; nil
+// (sRGB, or nothing said) leaves im as it is. im is closed.
+func withICC(im *vips.Image, profile []byte) (*vips.Image, error) {
+	if profile == nil {
+		return im, nil
+	}
+	out, err := im.WithICC(profile)
 	im.Close()
 	return out, err
 }
@@ -366,14 +385,17 @@ func jpegShrink(w, h, orientation int, fit vips.Fit) int {
 	return 1
 }
 
-// thumbnailGo decodes BMP and ICO in Go and hands the pixels to libvips.
-// For a badge, the decoded image's shape is checked first.
+// thumbnailGo decodes BMP and ICO in Go and hands the pixels to libvips,
+// with the colour profile the file embeds. For a badge, the decoded
+// image's shape is checked first.
 func (t *Transformer) thumbnailGo(src []byte, mime string, fit vips.Fit, badge bool) (*vips.Image, error) {
 	var img image.Image
+	var profile []byte
 	var err error
 	if mime == "image/x-icon" {
-		img, err = decodeICO(src, t.limits.MaxPixels)
+		img, profile, err = decodeICO(src, t.limits.MaxPixels)
 	} else {
+		profile = bmpProfile(src)
 		var cfg image.Config
 		cfg, err = bmp.DecodeConfig(bytes.NewReader(src))
 		if err == nil && int64(cfg.Width)*int64(cfg.Height) > t.limits.MaxPixels {
@@ -394,12 +416,13 @@ func (t *Transformer) thumbnailGo(src []byte, mime string, fit vips.Fit, badge b
 		nrgba = image.NewNRGBA(img.Bounds())
 		draw.Draw(nrgba, nrgba.Bounds(), img, img.Bounds().Min, draw.Src)
 	}
-	return thumbnailNRGBA(nrgba, fit, badge)
+	return thumbnailNRGBA(nrgba, profile, fit, badge)
 }
 
 // thumbnailNRGBA hands a whole image decoded in Go to libvips and resizes
-// it. For a badge, the whole image's shape is checked first.
-func thumbnailNRGBA(img *image.NRGBA, fit vips.Fit, badge bool) (*vips.Image, error) {
+// it; the result carries profile, the ICC profile of the pixels (nil for
+// sRGB). For a badge, the whole image's shape is checked first.
+func thumbnailNRGBA(img *image.NRGBA, profile []byte, fit vips.Fit, badge bool) (*vips.Image, error) {
 	b := img.Bounds()
 	full, err := vips.FromRGBA(img.Pix, b.Dx(), b.Dy())
 	if err != nil {
@@ -412,6 +435,9 @@ func thumbnailNRGBA(img *image.NRGBA, fit vips.Fit, badge bool) (*vips.Image, er
 		}
 	}
 	im, err := full.Thumbnail(fit)
+	if err == nil {
+		im, err = withICC(im, profile)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}

@@ -371,55 +371,6 @@ func TestDeadlineStopsLibvips(t *testing.T) {
 	t.Logf("the whole transform takes %v; with a limit of %v it stopped after %v", whole.Round(time.Millisecond), (whole / 10).Round(time.Millisecond), took.Round(time.Millisecond))
 }
 
-// avif encodes src as a single-image AVIF.
-func avif(t *testing.T, src []byte) []byte {
-	t.Helper()
-	im, err := vips.Thumbnail(src, vips.Fit{Width: 10000, Height: 10000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	b, err := im.AVIF()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// TestAVIFPrimaryItem: an AVIF whose primary item (pitm) is its second
-// image, whether or not the first is declared its thumbnail, gives every
-// variant of the primary image: its shape and its pixels, never the first
-// item's (a wide red strip here). Loading "page 0", all pages, or the
-// embedded thumbnail would show the strip.
-func TestAVIFPrimaryItem(t *testing.T) {
-	strip := avif(t, testmedia.FlatPNG(498, 97, color.NRGBA{255, 0, 0, 255}))
-	photo := avif(t, testmedia.FlatPNG(498, 389, color.NRGBA{0, 0, 255, 255}))
-	tr := New(DefaultLimits, 1, nil)
-	for _, thumbnail := range []bool{false, true} {
-		src := testmedia.AVIFPrimarySecond(strip, photo, thumbnail)
-		for _, c := range []struct {
-			kind variant.Kind
-			w, h int
-		}{
-			{variant.Static, 498, 389},
-			{variant.Preview, 200, 156},
-			{variant.Emoji, 164, 128},
-			{variant.EmojiStatic, 164, 128},
-			{variant.Avatar, 410, 320},
-		} {
-			out, err := apply(t, tr, src, c.kind)
-			if err != nil {
-				t.Fatalf("thumbnail item %v, %s: %v", thumbnail, c.kind, err)
-			}
-			info := readWebP(t, out.Data)
-			if info.w != c.w || info.h != c.h || !near(info.middles[0], [4]byte{0, 0, 255, 255}) {
-				t.Errorf("thumbnail item %v, %s: %dx%d, middle %v; want the primary's %dx%d in blue",
-					thumbnail, c.kind, info.w, info.h, info.middles[0], c.w, c.h)
-			}
-		}
-	}
-}
-
 // webp encodes src (all frames) as WebP at quality q.
 func webp(t *testing.T, src []byte, q int) []byte {
 	t.Helper()
