@@ -476,8 +476,8 @@ func TestStalledClaimsTakeNoMemory(t *testing.T) {
 // each is answered 200, or 503 with Retry-After when it could not get
 // memory in time; never anything else. The budget is what bounds them: it
 // filled (the burst asked for 2 GB) and was never exceeded; the Go heap's
-// live bytes stayed close to it (without it they pass 1 GiB) and resident
-// memory within the memory it is half of.
+// live bytes stayed close to it (1.1-1.2 times it measured; without it
+// they pass 1 GiB) and resident memory within the memory it is half of.
 func TestBudgetBoundsConcurrentImages(t *testing.T) {
 	const budget = 256 << 20
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(2 * budget * 8 / 10))
@@ -519,9 +519,10 @@ func TestBudgetBoundsConcurrentImages(t *testing.T) {
 	}
 	// The budget counts every source and decode, so what stays referenced
 	// is the budget and a little of what it does not count (requests,
-	// responses, outputs).
-	if live > budget*5/4 {
-		t.Errorf("the live heap grew by %d MiB with a %d MiB budget (at most %d MiB allowed)", live>>20, budget>>20, budget*5/4>>20)
+	// responses, outputs, and the buffers a growth has just replaced: what
+	// is allocated while the GC marks counts as live in that cycle).
+	if live > budget*3/2 {
+		t.Errorf("the live heap grew by %d MiB with a %d MiB budget (at most %d MiB allowed)", live>>20, budget>>20, budget*3/2>>20)
 	}
 	// Resident: that, the GC's slack within GOMEMLIMIT, and libvips'
 	// working memory: within the memory the budget is half of.

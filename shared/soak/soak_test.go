@@ -286,7 +286,7 @@ func TestSoak(t *testing.T) {
 // them. Warm-up is cut short (a leak never settles) and the window is
 // shorter, to keep the test brief.
 func TestSoakCatchesLeak(t *testing.T) {
-	const leakKiB = 32
+	const leakKiB = 64
 	rep := soak(t, soakOptions{duration: 5 * time.Second, conc: 8, maxWarm: 5 * time.Second, leakKiB: leakKiB})
 	t.Logf("with %d KiB kept per request: %.1f KiB per request measured (%.2f MiB/s at %.0f requests/s); flat: %v",
 		leakKiB, rep.RSS.PerRequest/1024, rep.RSS.Slope, rep.RSS.Rate, rep.RSS.Flat)
@@ -582,17 +582,19 @@ func soak(t *testing.T, opt soakOptions) Report {
 // second in it. Per request, not per second, so a slow machine (or a busy
 // one) needs no larger leak per request to fail than a fast one.
 //
-// A leak of a few KiB per request breaks that; the settled noise does
+// A leak of tens of KiB per request breaks that; the settled noise does
 // not: samples swing by +-3 MiB with GC cycles, and a healthy run grows
 // by about 1 KiB per request (bounded state such as the store's index;
-// 0.8-1.2 KiB measured here at 120-260 requests/s).
+// 0.8-1.2 KiB measured here at 120-260 requests/s). The noise is spread
+// over fewer requests on a slower machine: up to 5.5 KiB per request at
+// 90 requests/s with both cores busy, hence the margin.
 // At least minSamples samples are needed: a check that saw too little
 // cannot pass, nor can one that saw no request.
 const (
 	warmStep   = 2 << 20 // bytes
 	warmQuiet  = 2 * time.Second
 	maxWarm    = 20 * time.Second
-	maxLeak    = 8 << 10 // bytes per request
+	maxLeak    = 16 << 10 // bytes per request
 	minSamples = 40
 )
 
@@ -737,21 +739,25 @@ func TestFlatnessCanFail(t *testing.T) {
 	if r := run(5*time.Second, 50, warming(8, 0)); !r.Flat || r.WarmUp < 8 {
 		t.Errorf("a flat run with a slow warm-up failed: %+v", r)
 	}
-	// Bounded growth of 0.1 MiB/s at 200 requests/s: 0.5 KiB per request.
+	// Bounded growth of 0.1 MiB/s at 200 requests/s: 0.5 KiB per request;
+	// a busy machine's noise, 0.5 MiB/s at 90 requests/s: 5.7 KiB.
 	if r := run(10*time.Second, 200, warming(1, 0.1)); !r.Flat {
 		t.Errorf("bounded growth of 0.1 MiB/s failed: %+v", r)
 	}
-	// A leak that starts once warm: 4 MiB/s at 200 requests/s is 20 KiB
+	if r := run(10*time.Second, 90, warming(1, 0.5)); !r.Flat {
+		t.Errorf("a busy machine's noise failed: %+v", r)
+	}
+	// A leak that starts once warm: 8 MiB/s at 200 requests/s is 41 KiB
 	// per request; 1 MiB/s on a machine answering 20 requests/s is 51 KiB
 	// per request (a limit in MiB/s let that one pass).
-	if r := run(10*time.Second, 200, warming(1, 4)); r.Flat {
-		t.Errorf("a leak of 20 KiB per request passed: %+v", r)
+	if r := run(10*time.Second, 200, warming(1, 8)); r.Flat {
+		t.Errorf("a leak of 41 KiB per request passed: %+v", r)
 	}
 	if r := run(10*time.Second, 20, warming(1, 1)); r.Flat {
 		t.Errorf("a leak of 51 KiB per request on a slow machine passed: %+v", r)
 	}
-	if r := run(5*time.Second, 200, func(s float64) float64 { return 40 + 3*s }); r.Flat {
-		t.Errorf("a leak of 15 KiB per request from the start passed: %+v", r)
+	if r := run(5*time.Second, 200, func(s float64) float64 { return 40 + 6*s }); r.Flat {
+		t.Errorf("a leak of 31 KiB per request from the start passed: %+v", r)
 	}
 	if r := run(time.Second, 200, warming(1, 0)); r.Flat {
 		t.Errorf("a run with %d samples after warm-up passed", r.Samples)
