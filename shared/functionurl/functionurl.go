@@ -54,8 +54,8 @@ var ErrAborted error = messages.InvokeResponse_Error{Type: "ResponseAborted", Me
 // response, before it asks for the next invocation, until which the
 // process is not frozen). Close waits for h to return and, if h has a
 // Wait method, for the work h runs past its responses (a download's store
-// copy), so that work completes without holding the viewer's response
-// open.
+// copy, an S3 renewal), so that work completes without holding the
+// viewer's response open.
 func Handler(h http.Handler, log *slog.Logger, common http.Header) func(context.Context, *events.LambdaFunctionURLRequest) (*events.LambdaFunctionURLStreamingResponse, error) {
 	return func(ctx context.Context, ev *events.LambdaFunctionURLRequest) (*events.LambdaFunctionURLStreamingResponse, error) {
 		req, err := newRequest(ctx, ev)

@@ -172,6 +172,12 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 	return rep, nil
 }
 
+// Wait returns once the work the store's calls left running has ended
+// (store.Wait: an S3 renewal started by a job's lookup), or ctx is done.
+func (r *Runner) Wait(ctx context.Context) error {
+	return store.Wait(ctx, r.Store)
+}
+
 // recall finds a failure remembered by this process or stored by any.
 func (r *Runner) recall(ctx context.Context, failKey string) (int, bool) {
 	if status, _, ok := r.Failures.Recall(failKey); ok {

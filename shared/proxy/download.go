@@ -95,7 +95,8 @@ func (h *Handler) Stats() Stats {
 }
 
 // Wait returns once every download in flight has ended (its store copy
-// included), or ctx is done: a stopping server lets them finish, and a
+// included), and the store's own work started by lookups (store.Wait: an
+// S3 renewal), or ctx is done: a stopping server lets them finish, and a
 // Lambda invocation (see functionurl) ends only after them, as nothing
 // runs once it has.
 func (h *Handler) Wait(ctx context.Context) error {
@@ -106,10 +107,10 @@ func (h *Handler) Wait(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	return store.Wait(ctx, h.cfg.Store)
 }
 
 // startDownload starts spooling res, whose body is read on ctx (already

@@ -926,6 +926,69 @@ func TestDownloadClientNeverReads(t *testing.T) {
 	}
 }
 
+// lingeringStore starts work of its own on each hit and leaves it running
+// past the lookup, as s3store's renewal of an object near its end does;
+// the work ends when the test lets it go.
+type lingeringStore struct {
+	store.Store
+	started chan struct{}
+	release chan struct{}
+	running sync.WaitGroup
+}
+
+func (s *lingeringStore) Lookup(ctx context.Context, key string) (*store.Entry, error) {
+	e, err := s.Store.Lookup(ctx, key)
+	if err == nil {
+		s.running.Go(func() {
+			s.started <- struct{}{}
+			<-s.release
+		})
+	}
+	return e, err
+}
+
+func (s *lingeringStore) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.running.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestWaitCoversStoreWork: Handler.Wait, with which a Lambda invocation
+// ends (nothing runs once it has), waits for the work a hit left running
+// in the store (an S3 renewal) as it does for downloads; the hit itself is
+// answered without waiting for it.
+func TestWaitCoversStoreWork(t *testing.T) {
+	dir, err := store.NewDir(t.TempDir(), store.DirOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &lingeringStore{Store: dir, started: make(chan struct{}, 1), release: make(chan struct{})}
+	p, h := newStackHandler(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: st})
+	o := newOrigin(t)
+	src := o.add("/e.png", testmedia.PNG(64, 64))
+	if r := getWithin(t, p.URL, src, "emoji=1"); r.status != http.StatusOK {
+		t.Fatalf("miss: %d", r.status)
+	}
+	if r := getWithin(t, p.URL, src, "emoji=1"); r.status != http.StatusOK {
+		t.Fatalf("hit: %d", r.status)
+	}
+	await(t, st.started, "the store's work on the hit")
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if err := h.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Wait with the store's work held: %v, want its context's deadline", err)
+	}
+	close(st.release)
+	if err := h.Wait(t.Context()); err != nil {
+		t.Errorf("Wait once the store's work can end: %v", err)
+	}
+}
+
 // TestDownloadsWithinDiskLimit: parallel large misses stay within the
 // room they may take on disk, their spools included: in the dir store's
 // folder, MEDIA_PROXY_STORE_MAX_SIZE; in the temporary folder (any other

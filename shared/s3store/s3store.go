@@ -328,8 +328,8 @@ func (s *Store) life(ctx context.Context, k string, out *s3.HeadObjectOutput) (l
 // renew copies k onto itself with the metadata it has (a copy must change
 // something, so the metadata is "replaced" by the same), which restarts
 // its lifecycle age. A failure is not an error: the object then expires
-// as planned and is recomputed. (On Lambda a copy still running when the
-// invocation ends goes on when the process is next thawed, or times out.)
+// as planned and is recomputed. (On Lambda the invocation waits for it:
+// see Wait.)
 func (s *Store) renew(ctx context.Context, k string, out *s3.HeadObjectOutput) {
 	ctx, cancel := context.WithTimeout(ctx, renewTimeout)
 	defer cancel()
@@ -345,8 +345,21 @@ func (s *Store) renew(ctx context.Context, k string, out *s3.HeadObjectOutput) {
 	})
 }
 
-// waitRenewals waits for the renewals in flight (tests).
-func (s *Store) waitRenewals() { s.renewals.wg.Wait() }
+// Wait returns once the renewals in flight have ended, or ctx is done
+// (see store.Wait): a Lambda invocation that started one ends after it.
+func (s *Store) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.renewals.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // expiry is when the bucket's lifecycle rule deletes an object last
 // written at written: the earlier of what S3 says (x-amz-expiration) and

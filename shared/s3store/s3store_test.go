@@ -845,7 +845,7 @@ func lookupAt(t *testing.T, e s3Env, f *lifecycleFront, cfg Config, written time
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.waitRenewals()
+	s.Wait(t.Context())
 	return en
 }
 
@@ -978,7 +978,7 @@ func TestRenewalOncePerWindow(t *testing.T) {
 	}
 	close(gate)
 	<-answered
-	s.waitRenewals()
+	s.Wait(t.Context())
 	if n := f.copyCount(); n != 1 {
 		t.Errorf("20 lookups at once in the renewal window: %d copies, want 1", n)
 	}
@@ -993,7 +993,7 @@ func TestRenewalOncePerWindow(t *testing.T) {
 		if _, err := failing.Lookup(t.Context(), "v1/emoji/a"); err != nil {
 			t.Fatal(err)
 		}
-		failing.waitRenewals()
+		failing.Wait(t.Context())
 	}
 	if n := f.copyCount(); n != 2 {
 		t.Errorf("5 lookups after a failed renewal: %d copies in all, want 2", n)
@@ -1002,9 +1002,43 @@ func TestRenewalOncePerWindow(t *testing.T) {
 	if _, err := failing.Lookup(t.Context(), "v1/emoji/a"); err != nil {
 		t.Fatal(err)
 	}
-	failing.waitRenewals()
+	failing.Wait(t.Context())
 	if n := f.copyCount(); n != 3 {
 		t.Errorf("a lookup renewRetry after the failure: %d copies in all, want 3", n)
+	}
+}
+
+// TestWaitCoversRenewals: Wait, which a Lambda invocation ends with (its
+// process is frozen after it), returns only once a renewal started by a
+// lookup has ended, however long after the lookup that is.
+func TestWaitCoversRenewals(t *testing.T) {
+	e, f, bucket, written := lifecycleSetup(t)
+	const lifetime = 30 * 24 * time.Hour
+	cfg := Config{Bucket: bucket, PublicBaseURL: "https://cdn.example", Lifetime: lifetime}
+	s := frontStore(e, f, cfg, written, lifetime-2*time.Hour)
+	gate, arrived := make(chan struct{}), make(chan struct{}, 1)
+	f.mu.Lock()
+	f.gate, f.arrived = gate, arrived
+	f.mu.Unlock()
+	if _, err := s.Lookup(t.Context(), "v1/emoji/a"); err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	// The copy is held: Wait gives up only with its context.
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if err := s.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Wait with a renewal held: %v, want its context's deadline", err)
+	}
+	close(gate)
+	if err := s.Wait(t.Context()); err != nil {
+		t.Errorf("Wait once the renewal can end: %v", err)
+	}
+	f.mu.Lock()
+	copied := f.copied
+	f.mu.Unlock()
+	if copied != 1 {
+		t.Errorf("%d copies done when Wait returned, want 1", copied)
 	}
 }
 

@@ -65,6 +65,18 @@ func WriteBuffer(st Store) int64 {
 	return 0
 }
 
+// Wait returns once the work st's calls started and left running has
+// ended (s3store renews an object near its end beside the lookup that
+// found it), or ctx is done; at once for a store that starts none. On
+// Lambda nothing runs once an invocation has ended (its process is
+// frozen, and a copy in flight then times out), so the invocation waits.
+func Wait(ctx context.Context, st Store) error {
+	if b, ok := st.(interface{ Wait(context.Context) error }); ok {
+		return b.Wait(ctx)
+	}
+	return nil
+}
+
 // None stores nothing: every request does the work (benchmarks use it).
 type None struct{}
 

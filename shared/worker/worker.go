@@ -89,6 +89,13 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 		}()
 	}
 	wg.Wait()
+	// Work the jobs left running (an S3 renewal) ends before the
+	// invocation, after which nothing runs.
+	if bg, ok := h.runner.(interface{ Wait(context.Context) error }); ok {
+		if err := bg.Wait(ctx); err != nil {
+			h.log.Warn("store work still running at the deadline", "request_id", requestID, "err", err)
+		}
+	}
 
 	var resp events.SQSEventResponse
 	for i, m := range ev.Records {

@@ -456,6 +456,45 @@ func TestDeadlineReportsUnfinished(t *testing.T) {
 	}
 }
 
+// lingeringRunner finishes every job at once but leaves work of its own
+// running (as an S3 renewal started by a job's lookup) until released.
+type lingeringRunner struct {
+	doneRunner
+	release chan struct{}
+}
+
+func (r lingeringRunner) Wait(ctx context.Context) error {
+	select {
+	case <-r.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// A batch's invocation ends only once the work its jobs left running has
+// ended: Lambda freezes the process when the handler returns.
+func TestBatchWaitsForLingeringWork(t *testing.T) {
+	log, _ := jobstest.NewLogs(t)
+	r := lingeringRunner{release: make(chan struct{})}
+	h := worker.New(r, 1, log)
+	body, _ := jobs.Encode(jobs.Job{URL: "https://example.com/a.png", Variant: variant.EmojiStatic})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m", Body: string(body)}}}); err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-done:
+		t.Fatal("the batch returned with the runner's work still running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(r.release)
+	<-done
+}
+
 // doneRunner finishes every job at once.
 type doneRunner struct{}
 
