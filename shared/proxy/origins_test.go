@@ -572,29 +572,54 @@ func TestBlackholedFirstAddress(t *testing.T) {
 
 // TestNonReadingClientReleased: a client that asks for a large body and
 // never reads it is dropped once a write makes no progress for
-// MEDIA_PROXY_WRITE_TIMEOUT, instead of pinning the body in memory.
+// MEDIA_PROXY_WRITE_TIMEOUT, instead of pinning the body in memory. Its
+// request line says so: the status it was answered, the write's error as
+// its cause, at information level, and not "aborted" (which is for a body
+// that broke off on the proxy's side), whichever way the body went out: held
+// in memory, a stored file, a download's spool of declared length or of
+// unknown length.
 func TestNonReadingClientReleased(t *testing.T) {
 	o := newOrigin(t)
 	src := o.add("/big.mp4", testmedia.MP4(8<<20))
+	spooled := o.add("/bigger.mp4", testmedia.MP4(20<<20))
+	unknown := testmedia.MP4(12 << 20)
+	chunked := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(unknown) // no Content-Length: chunked
+	}))
+	t.Cleanup(chunked.Close)
 	p, logs, _ := newService(t, map[string]string{"MEDIA_PROXY_WRITE_TIMEOUT": "500ms"})
 	// Warm the store, so the answer is a hit streamed from disk... and a
 	// miss, held in memory: both must let go.
-	for _, id := range []string{"stuck-miss", "stuck-hit"} {
+	for _, c := range []struct{ id, src string }{
+		{"stuck-miss", src},
+		{"stuck-hit", src},
+		{"stuck-spool", spooled},
+		{"stuck-unknown-length", chunked.URL + "/v.mp4"},
+	} {
 		conn, err := net.Dial("tcp", p.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		conn.(*net.TCPConn).SetReadBuffer(4096)
-		fmt.Fprintf(conn, "GET /v.mp4?url=%s HTTP/1.1\r\nHost: proxy\r\nX-Request-Id: %s\r\n\r\n", url.QueryEscape(src), id)
+		fmt.Fprintf(conn, "GET /v.mp4?url=%s HTTP/1.1\r\nHost: proxy\r\nX-Request-Id: %s\r\n\r\n", url.QueryEscape(c.src), c.id)
 		// Never read. The handler must return (and log) on its own.
 		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(string(logs.bytes()), `"client_request_id":"`+id+`"`) {
+		for !strings.Contains(string(logs.bytes()), `"client_request_id":"`+c.id+`"`) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: the handler is still writing to a client that does not read", id)
+				t.Fatalf("%s: the handler is still writing to a client that does not read", c.id)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 		conn.Close()
+		for _, l := range logLines(t, logs.bytes()) {
+			if l["client_request_id"] != c.id {
+				continue
+			}
+			e, _ := l["err"].(string)
+			if l["status"] != 200.0 || l["level"] != "INFO" || l["aborted"] != nil || !strings.Contains(e, "writing to the client") {
+				t.Errorf("%s: request line %v; want status 200 at INFO, not aborted, err naming the write", c.id, l)
+			}
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -61,6 +62,25 @@ func serveContent(w http.ResponseWriter, r *http.Request, rec *record, m store.M
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", time.Time{}, body)
 	rec.status, rec.bytesOut = cw.status, cw.n
+	cutShort(r, rec, nil, cw.err)
+}
+
+// cutShort notes in rec why a body did not go out whole. A read that
+// failed while the client was still there is the body's own break (the
+// origin's, the spool's): the response is aborted, so that nobody takes
+// the short body for a complete one. A write that failed, or a read that
+// ended because the request's context did, is the client's doing (it
+// went away, or stopped reading and was dropped by its write deadline):
+// the request line says so (its err) at the level its status has.
+func cutShort(r *http.Request, rec *record, readErr, writeErr error) {
+	switch {
+	case readErr != nil && r.Context().Err() == nil:
+		rec.aborted, rec.err = true, readErr
+	case readErr != nil:
+		rec.err = fmt.Errorf("the client went away: %w", readErr)
+	case writeErr != nil:
+		rec.err = fmt.Errorf("writing to the client: %w", writeErr)
+	}
 }
 
 // writeEntry answers with a stored object: a redirect to it, or body, its
@@ -112,7 +132,7 @@ func (h *Handler) writeSpool(w http.ResponseWriter, r *http.Request, rec *record
 	}
 	serveContent(flushEach{w, http.NewResponseController(w)}, r, rec, m, body, cc)
 	if err := body.Err(); err != nil {
-		rec.aborted, rec.err = true, err
+		cutShort(r, rec, err, nil)
 	}
 }
 
@@ -168,7 +188,8 @@ func (f flushEach) Write(p []byte) (int, error) {
 func (f flushEach) Unwrap() http.ResponseWriter { return f.ResponseWriter }
 
 // writeStream answers 200 with a body read as it goes, ignoring Range: a
-// stream cannot seek. A read error after the headers aborts the response.
+// stream cannot seek. A read error after the headers aborts the response
+// (see cutShort).
 // Each write is flushed, so bytes leave as they arrive. cacheControl is
 // cacheSuccess for a stored object, cacheStreamed for one still arriving.
 func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.Reader, cacheControl string) {
@@ -187,11 +208,28 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *recor
 	if r.Method == http.MethodHead {
 		return
 	}
-	n, err := io.Copy(fw, body)
+	src := &readErrors{r: body}
+	n, err := io.Copy(fw, src)
 	rec.bytesOut = n
-	if err != nil {
-		rec.aborted, rec.err = true, err
+	if src.err != nil {
+		err = nil
 	}
+	cutShort(r, rec, src.err, err)
+}
+
+// readErrors notes the error a read returned, io.EOF aside, so that a
+// copy's failure can be told apart from its writes'.
+type readErrors struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErrors) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // notModified answers 304 when If-None-Match names etag (for bodies that
@@ -240,6 +278,7 @@ type countingWriter struct {
 	http.ResponseWriter
 	status int
 	n      int64
+	err    error // the first write's error
 }
 
 func (c *countingWriter) WriteHeader(status int) {
@@ -259,6 +298,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	}
 	n, err := c.ResponseWriter.Write(p)
 	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
 

@@ -762,6 +762,45 @@ func TestStreamedMissClientLeaves(t *testing.T) {
 	}
 }
 
+// TestReaderGoneIsNotABreak: a client that hangs up while its reader waits
+// for bytes the origin has not sent yet ends its own request, not the
+// download: its line says the client went away (information, status as
+// answered), never that the body broke off, and the others read on.
+func TestReaderGoneIsNotABreak(t *testing.T) {
+	video := testmedia.MP4(20 << 20)
+	p, logs, svc := newService(t, nil)
+	o := newTrickleOrigin(t, video, time.Second)
+	gate := o.holdAt(piece)
+	src := o.URL + "/v.mp4"
+	other := make(chan streamed)
+	go func() { other <- getStream(t, p.URL, src, streamOpts{digest: true}) }()
+	// Hangs up once it has what the origin sent: its reader is waiting.
+	s := getStream(t, p.URL, src, streamOpts{header: []string{"X-Request-Id", "gone"}, stopAfter: piece})
+	if s.status != http.StatusOK || !bytes.Equal(s.body, video[:len(s.body)]) {
+		t.Fatalf("the client that hangs up: %d, %d bytes", s.status, len(s.body))
+	}
+	waitFor(t, "the request line of the client that hung up", func() bool {
+		return bytes.Contains(logs.bytes(), []byte(`"client_request_id":"gone"`))
+	})
+	gate.let()
+	if r := <-other; !r.same(video) {
+		t.Errorf("the other client got %d bytes, not the origin's", r.n)
+	}
+	for _, l := range logLines(t, logs.bytes()) {
+		if l["client_request_id"] != "gone" {
+			continue
+		}
+		e, _ := l["err"].(string)
+		if l["status"] != 200.0 || l["level"] != "INFO" || l["aborted"] != nil || !strings.Contains(e, "the client went away") {
+			t.Errorf("request line %v; want status 200 at INFO, not aborted, err saying the client went away", l)
+		}
+	}
+	waitFor(t, "the download to end", func() bool { return svc.Handler.Stats().Downloads == 0 })
+	if st := svc.Handler.Stats(); st.Stored != 1 {
+		t.Errorf("%+v: want the body stored", st)
+	}
+}
+
 // TestStreamLimit: Config.StreamLimit answers a large miss from its spool
 // only up to a declared size; a larger one is answered once stored (here
 // a dir store: its file, with an ETag and ranges). Either way, the
