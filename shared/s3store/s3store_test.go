@@ -798,6 +798,16 @@ func (f *lifecycleFront) set(refuse bool, head, copied string) {
 	f.refuseCopies, f.headExpiration, f.copyExpiration = refuse, head, copied
 }
 
+// holdCopies holds each copy until gate is closed; arrived (buffered for
+// n) hears of each as it comes.
+func (f *lifecycleFront) holdCopies(n int) (gate, arrived chan struct{}) {
+	gate, arrived = make(chan struct{}), make(chan struct{}, n)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gate, f.arrived = gate, arrived
+	return gate, arrived
+}
+
 func (f *lifecycleFront) copyCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -954,10 +964,7 @@ func TestRenewalOncePerWindow(t *testing.T) {
 	s := frontStore(e, f, cfg, written, lifetime-2*time.Hour)
 
 	// The copy is held until the lookups are done: none waits for it.
-	gate, arrived := make(chan struct{}), make(chan struct{}, 64)
-	f.mu.Lock()
-	f.gate, f.arrived = gate, arrived
-	f.mu.Unlock()
+	gate, arrived := f.holdCopies(64)
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
@@ -1016,10 +1023,7 @@ func TestWaitCoversRenewals(t *testing.T) {
 	const lifetime = 30 * 24 * time.Hour
 	cfg := Config{Bucket: bucket, PublicBaseURL: "https://cdn.example", Lifetime: lifetime}
 	s := frontStore(e, f, cfg, written, lifetime-2*time.Hour)
-	gate, arrived := make(chan struct{}), make(chan struct{}, 1)
-	f.mu.Lock()
-	f.gate, f.arrived = gate, arrived
-	f.mu.Unlock()
+	gate, arrived := f.holdCopies(1)
 	if _, err := s.Lookup(t.Context(), "v1/emoji/a"); err != nil {
 		t.Fatal(err)
 	}
