@@ -27,6 +27,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/functionurl"
 	"github.com/misskey-lambda/media-proxy/shared/lambdatest"
+	"github.com/misskey-lambda/media-proxy/shared/proxy/proxytest"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
 )
@@ -400,45 +401,11 @@ func TestLambdaWithS3Down(t *testing.T) {
 	t.Logf("answered without S3 in %v", time.Since(start))
 }
 
-// trickleOrigin serves size bytes of MP4 declared up front: the first
-// head bytes at once, then (once gate is closed) the rest in equal pieces
-// over spread. broken cuts the connection after head instead.
-type trickleOrigin struct {
-	*httptest.Server
-	body     []byte
-	gate     chan struct{}
-	lastSent atomic.Int64 // unix nanoseconds of the last byte's write
-}
-
-const trickleHead = 256 << 10
-
-func newTrickleOrigin(t *testing.T, size int, spread time.Duration, broken bool) *trickleOrigin {
-	o := &trickleOrigin{body: testmedia.MP4(size), gate: make(chan struct{})}
-	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "video/mp4")
-		w.Header().Set("Content-Length", fmt.Sprint(size))
-		w.Write(o.body[:trickleHead])
-		w.(http.Flusher).Flush()
-		if broken {
-			panic(http.ErrAbortHandler) // the connection drops mid-body
-		}
-		<-o.gate
-		const pieces = 80
-		rest := o.body[trickleHead:]
-		step := (len(rest) + pieces - 1) / pieces
-		for len(rest) > 0 {
-			n := min(step, len(rest))
-			w.Write(rest[:n])
-			w.(http.Flusher).Flush()
-			rest = rest[n:]
-			if len(rest) == 0 {
-				o.lastSent.Store(time.Now().UnixNano())
-			}
-			time.Sleep(spread / pieces)
-		}
-	}))
-	t.Cleanup(o.Close)
-	return o
+// trickle serves size bytes of MP4, its length declared: the first
+// proxytest.Piece at once, then (once gate is let go) the rest over spread.
+func trickle(t *testing.T, size int, spread time.Duration) (o *proxytest.Trickle, gate *proxytest.Hold) {
+	o = proxytest.StartTrickle(t, testmedia.MP4(size), spread)
+	return o, o.HoldAt(proxytest.Piece)
 }
 
 // The issue's case: a 20 MB video whose origin trickles it. The viewer
@@ -449,7 +416,7 @@ func newTrickleOrigin(t *testing.T, size int, spread time.Duration, broken bool)
 func TestLambdaStreamsTrickledMiss(t *testing.T) {
 	s3env := s3FromEnv(t)
 	bucket := s3env.createBucket(t)
-	o := newTrickleOrigin(t, 20<<20, 2*time.Second, false)
+	o, gate := trickle(t, 20<<20, 2*time.Second)
 	fn := startRuntime(t, s3env.env("s3://"+bucket+"/", s3env.endpoint))
 
 	start := time.Now()
@@ -463,12 +430,12 @@ func TestLambdaStreamsTrickledMiss(t *testing.T) {
 	if p.StatusCode != 200 || resp.header("Content-Type") != "video/mp4" || !strings.HasPrefix(resp.header("Cache-Control"), "max-age=") {
 		t.Fatalf("prelude %+v", p)
 	}
-	first := make([]byte, trickleHead)
-	if _, err := io.ReadFull(r, first); err != nil || !bytes.Equal(first, o.body[:trickleHead]) {
+	first := make([]byte, proxytest.Piece)
+	if _, err := io.ReadFull(r, first); err != nil || !bytes.Equal(first, o.Body[:proxytest.Piece]) {
 		t.Fatalf("first %d bytes: %v", len(first), err)
 	}
 	firstByte := time.Since(start)
-	close(o.gate)
+	gate.Let()
 	rest, err := io.ReadAll(r)
 	if err != nil {
 		t.Fatal(err)
@@ -476,11 +443,12 @@ func TestLambdaStreamsTrickledMiss(t *testing.T) {
 	total := time.Since(start)
 	resp.body, resp.trailer = append(first, rest...), s.Trailer()
 	checkCommon(t, resp)
-	if !bytes.Equal(resp.body, o.body) {
-		t.Fatalf("streamed %d bytes, equal=%v", len(resp.body), bytes.Equal(resp.body, o.body))
+	if !bytes.Equal(resp.body, o.Body) {
+		t.Fatalf("streamed %d bytes, equal=%v", len(resp.body), bytes.Equal(resp.body, o.Body))
 	}
+	_, lastSent := o.Times()
 	t.Logf("20 MiB trickled over 2 s: first bytes after %v, whole body after %v (origin's last byte %v after the request)",
-		firstByte.Round(time.Millisecond), total.Round(time.Millisecond), time.Unix(0, o.lastSent.Load()).Sub(start).Round(time.Millisecond))
+		firstByte.Round(time.Millisecond), total.Round(time.Millisecond), lastSent.Sub(start).Round(time.Millisecond))
 	// The request's log line says when its first byte went out.
 	if !strings.Contains(fn.rt.Logs(), `"ttfb_ms":`) {
 		t.Errorf("no ttfb in the request log:\n%s", fn.rt.Logs())
@@ -490,7 +458,7 @@ func TestLambdaStreamsTrickledMiss(t *testing.T) {
 	if hit.StatusCode != http.StatusFound {
 		t.Fatalf("second view: %d %v", hit.StatusCode, hit.Headers)
 	}
-	if got, b := fetchRedirect(t, hit.header("Location")); got.StatusCode != 200 || !bytes.Equal(b, o.body) {
+	if got, b := fetchRedirect(t, hit.header("Location")); got.StatusCode != 200 || !bytes.Equal(b, o.Body) {
 		t.Fatalf("stored copy: %d, %d bytes", got.StatusCode, len(b))
 	}
 }
@@ -501,7 +469,8 @@ func TestLambdaStreamsTrickledMiss(t *testing.T) {
 func TestLambdaAbortsBrokenMiss(t *testing.T) {
 	s3env := s3FromEnv(t)
 	bucket := s3env.createBucket(t)
-	o := newTrickleOrigin(t, 10<<20, 0, true)
+	o := proxytest.StartTrickle(t, testmedia.MP4(10<<20), 0)
+	o.CutAt = proxytest.Piece // the connection drops mid-body
 	fn := startRuntime(t, s3env.env("s3://"+bucket+"/", s3env.endpoint))
 	for i := range 2 {
 		resp := fn.invoke(t, "GET", "/v.mp4", q(o.URL+"/v.mp4", ""), nil)
@@ -511,8 +480,8 @@ func TestLambdaAbortsBrokenMiss(t *testing.T) {
 		if resp.StatusCode != 200 && i > 0 {
 			continue // answered before any byte went out (failure memory)
 		}
-		if resp.StatusCode != 200 || len(resp.body) >= len(o.body) || resp.trailer.Get("Lambda-Runtime-Function-Error-Type") != "ResponseAborted" {
-			t.Errorf("view %d: %d, %d of %d bytes, trailers %v", i, resp.StatusCode, len(resp.body), len(o.body), resp.trailer)
+		if resp.StatusCode != 200 || len(resp.body) >= len(o.Body) || resp.trailer.Get("Lambda-Runtime-Function-Error-Type") != "ResponseAborted" {
+			t.Errorf("view %d: %d, %d of %d bytes, trailers %v", i, resp.StatusCode, len(resp.body), len(o.Body), resp.trailer)
 		}
 	}
 }
@@ -537,7 +506,7 @@ func TestLambdaAnswersPartsOfAMiss(t *testing.T) {
 		{"HEAD", "HEAD", "", http.StatusOK, func([]byte) []byte { return nil }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			o := newTrickleOrigin(t, 20<<20, time.Second, false)
+			o, gate := trickle(t, 20<<20, time.Second)
 			var headers map[string]string
 			if c.rangeHeader != "" {
 				headers = map[string]string{"range": c.rangeHeader}
@@ -547,22 +516,22 @@ func TestLambdaAnswersPartsOfAMiss(t *testing.T) {
 			took := time.Since(start)
 			// The origin is still held: the gate opens below.
 			checkCommon(t, r)
-			if r.StatusCode != c.status || !bytes.Equal(r.body, c.body(o.body)) || r.header("Content-Type") != "video/mp4" {
+			if r.StatusCode != c.status || !bytes.Equal(r.body, c.body(o.Body)) || r.header("Content-Type") != "video/mp4" {
 				t.Fatalf("%d %v, %d bytes", r.StatusCode, r.Headers, len(r.body))
 			}
-			if c.rangeHeader != "" && r.header("Content-Range") != fmt.Sprintf("bytes 0-1/%d", len(o.body)) {
+			if c.rangeHeader != "" && r.header("Content-Range") != fmt.Sprintf("bytes 0-1/%d", len(o.Body)) {
 				t.Errorf("Content-Range %q", r.header("Content-Range"))
 			}
-			if c.method == "HEAD" && r.header("Content-Length") != fmt.Sprint(len(o.body)) {
+			if c.method == "HEAD" && r.header("Content-Length") != fmt.Sprint(len(o.Body)) {
 				t.Errorf("Content-Length %q", r.header("Content-Length"))
 			}
 			t.Logf("%s of a 20 MiB miss whose origin holds all but its first 256 KiB: answered in %v", c.name, took.Round(time.Millisecond))
-			close(o.gate)
+			gate.Let()
 			next := fn.invoke(t, "GET", "/v.mp4", q(o.URL+"/v.mp4", ""), map[string]string{"range": "bytes=0-"})
 			if next.StatusCode != http.StatusFound {
 				t.Fatalf("the next request: %d %v", next.StatusCode, next.Headers)
 			}
-			if _, b := fetchRedirect(t, next.header("Location")); !bytes.Equal(b, o.body) {
+			if _, b := fetchRedirect(t, next.header("Location")); !bytes.Equal(b, o.Body) {
 				t.Error("the stored copy differs from the origin's")
 			}
 		})

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +29,7 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/misskey-lambda/media-proxy/shared/jobs/jobstest"
+	"github.com/misskey-lambda/media-proxy/shared/proxy/proxytest"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
 )
@@ -83,7 +83,7 @@ func TestBrowser(t *testing.T) {
 	mp4, webm, big := makeVideos(t, ffmpeg)
 	// Trickled over seconds: the browser plays and seeks it while it
 	// downloads.
-	trickle := newTrickleOrigin(t, big, 3*time.Second)
+	trickle := proxytest.StartTrickle(t, big, 3*time.Second)
 	items := []item{
 		{name: "emoji.webp", path: "/emoji.png", body: testmedia.PNG(300, 200), flags: "emoji=1", width: 192, height: 128, frames: 1},
 		{name: "avatar.webp", path: "/avatar.jpg", body: testmedia.JPEG(600, 480, 85), flags: "avatar=1", width: 400, height: 320, frames: 1},
@@ -261,30 +261,6 @@ func makeVideos(t *testing.T, ffmpeg string) (mp4, webm, big []byte) {
 		t.Fatalf("the big video is %d bytes, not over the %d held in memory", len(big), inMemory)
 	}
 	return mp4, webm, big
-}
-
-// trickleOrigin serves one body at every path, its length declared, in
-// 256 KiB pieces spread over a few seconds.
-type trickleOrigin struct {
-	*httptest.Server
-}
-
-func newTrickleOrigin(t *testing.T, body []byte, over time.Duration) *trickleOrigin {
-	const piece = 256 << 10
-	pause := over / time.Duration((len(body)+piece-1)/piece)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		rc := http.NewResponseController(w)
-		for off := 0; off < len(body); off += piece {
-			if _, err := w.Write(body[off:min(off+piece, len(body))]); err != nil {
-				return
-			}
-			rc.Flush()
-			time.Sleep(pause)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return &trickleOrigin{srv}
 }
 
 // safariLike asks for src as Safari plays a video: "bytes=0-1" first (it

@@ -37,136 +37,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/misskey-lambda/media-proxy/shared/proxy"
+	"github.com/misskey-lambda/media-proxy/shared/proxy/proxytest"
 	"github.com/misskey-lambda/media-proxy/shared/s3store"
+	"github.com/misskey-lambda/media-proxy/shared/service"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
 
-// trickleOrigin sends a body, its length declared, in 256 KiB pieces with
-// a pause between them. It can hold the body back at given offsets until
-// the test lets it go, and cut it; it notes when its bytes went out.
-type trickleOrigin struct {
-	*httptest.Server
-	body  []byte
-	pause time.Duration
-	cutAt int // > 0: close the connection after this many bytes
-	hits  atomic.Int64
-	holds []*hold
-	// sending is how far the body has gone out: set before each write,
-	// so no client can have a byte past it.
-	sending atomic.Int64
-
-	mu           sync.Mutex
-	first, last  time.Time
-	finished     chan struct{}
-	finishedOnce sync.Once
-}
-
-// hold keeps an origin's body from going past at until it is let go.
-type hold struct {
-	at      int
-	reached chan struct{} // closed when a response got there
-	once    sync.Once
-	release chan struct{}
-	letOnce sync.Once
-}
-
-func (h *hold) let() { h.letOnce.Do(func() { close(h.release) }) }
-
-const piece = 256 << 10
-
-func newTrickleOrigin(t *testing.T, body []byte, over time.Duration) *trickleOrigin {
-	chunks := (len(body) + piece - 1) / piece
-	o := &trickleOrigin{body: body, pause: over / time.Duration(chunks), finished: make(chan struct{})}
-	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		o.hits.Add(1)
-		w.Header().Set("Content-Length", strconv.Itoa(len(o.body)))
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.WriteHeader(http.StatusOK)
-		rc := http.NewResponseController(w)
-		send := o.body
-		if o.cutAt > 0 {
-			send = send[:o.cutAt]
-		}
-		for off := 0; off < len(send); {
-			end := min(off+piece, len(send))
-			for _, h := range o.holds {
-				if h.at > off && h.at < end {
-					end = h.at
-				}
-				if h.at == off {
-					h.once.Do(func() { close(h.reached) })
-					select {
-					case <-h.release:
-					case <-r.Context().Done():
-						return
-					}
-				}
-			}
-			o.sending.Store(int64(end))
-			if _, err := w.Write(send[off:end]); err != nil {
-				return
-			}
-			rc.Flush()
-			off = end
-			o.mu.Lock()
-			if o.first.IsZero() {
-				o.first = time.Now()
-			}
-			if off == len(send) {
-				o.last = time.Now()
-			}
-			o.mu.Unlock()
-			if off < len(send) {
-				time.Sleep(o.pause)
-			}
-		}
-		o.finishedOnce.Do(func() { close(o.finished) })
-		if o.cutAt > 0 {
-			if conn, _, err := rc.Hijack(); err == nil {
-				conn.Close()
-			}
-		}
-	}))
-	t.Cleanup(func() {
-		for _, h := range o.holds {
-			h.let()
-		}
-		o.Close()
-	})
-	return o
-}
-
-// holdAt makes the origin wait at offset at until the hold is let go.
-// Call it before the first request.
-func (o *trickleOrigin) holdAt(at int) *hold {
-	h := &hold{at: at, reached: make(chan struct{}), release: make(chan struct{})}
-	o.holds = append(o.holds, h)
-	return h
-}
-
-// times waits for the origin's handler to have finished sending (a client
-// may read the last byte before the handler notes it).
-func (o *trickleOrigin) times() (first, last time.Time) {
-	select {
-	case <-o.finished:
-	case <-time.After(10 * time.Second):
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.first, o.last
-}
-
-// held reports whether the origin has not yet sent everything.
-func (o *trickleOrigin) held() bool {
-	select {
-	case <-o.finished:
-		return false
-	default:
-		return true
-	}
-}
+// piece is how much the trickling origins send at a time.
+const piece = proxytest.Piece
 
 // streamed is one client's view of a response.
 type streamed struct {
@@ -301,6 +181,26 @@ func smallWindowClient() *http.Client {
 	}
 }
 
+// inEachStore runs f on the dir store and on the S3 stand-in, each time
+// with a service of its own on that store.
+func inEachStore(t *testing.T, f func(t *testing.T, ss streamStore, p *httptest.Server, logs *logBuffer, svc *service.Service)) {
+	for _, sc := range streamStores() {
+		t.Run(sc.name, func(t *testing.T) {
+			ss := sc.open(t)
+			p, logs, svc := newService(t, ss.env)
+			f(t, ss, p, logs, svc)
+		})
+	}
+}
+
+// checkBudgetGiven fails if any of the memory budget is still held.
+func checkBudgetGiven(t *testing.T, svc *service.Service) {
+	t.Helper()
+	if n := svc.Budget.Held(); n != 0 {
+		t.Errorf("%d bytes of memory budget still held", n)
+	}
+}
+
 // streamStore is a service's store, opened by the test too.
 type streamStore struct {
 	name string
@@ -403,73 +303,67 @@ func await(t *testing.T, ch <-chan struct{}, what string) {
 // store then holds it, and the next request is a hit.
 func TestDownloadReaders(t *testing.T) {
 	video := testmedia.MP4(20 << 20)
-	for _, sc := range streamStores() {
-		t.Run(sc.name, func(t *testing.T) {
-			ss := sc.open(t)
-			p, logs, svc := newService(t, ss.env)
-			o := newTrickleOrigin(t, video, 3*time.Second)
-			gate := o.holdAt(piece)
-			src := o.URL + "/v.mp4"
-			results := make([]streamed, 3)
-			firsts := make([]chan struct{}, 3)
-			var wg sync.WaitGroup
-			start := func(i int) {
-				firsts[i] = make(chan struct{})
-				wg.Go(func() {
-					results[i] = getStream(t, p.URL, src, streamOpts{digest: true, onFirst: func() { close(firsts[i]) }})
-				})
+	inEachStore(t, func(t *testing.T, ss streamStore, p *httptest.Server, logs *logBuffer, svc *service.Service) {
+		o := proxytest.StartTrickle(t, video, 3*time.Second)
+		gate := o.HoldAt(piece)
+		src := o.URL + "/v.mp4"
+		results := make([]streamed, 3)
+		firsts := make([]chan struct{}, 3)
+		var wg sync.WaitGroup
+		start := func(i int) {
+			firsts[i] = make(chan struct{})
+			wg.Go(func() {
+				results[i] = getStream(t, p.URL, src, streamOpts{digest: true, onFirst: func() { close(firsts[i]) }})
+			})
+		}
+		start(0)
+		await(t, firsts[0], "the first GET's first bytes")
+		start(1)
+		start(2)
+		await(t, firsts[1], "the second GET's first bytes")
+		await(t, firsts[2], "the third GET's first bytes")
+		if !o.Held() {
+			t.Fatal("the origin finished before the readers got their first bytes")
+		}
+		if st := svc.Handler.Stats(); st.Readers != 3 || st.Downloads != 1 {
+			t.Errorf("while held: %+v, want 3 readers of 1 download", st)
+		}
+		gate.Let()
+		wg.Wait()
+		for i, s := range results {
+			if s.err != nil || s.status != http.StatusOK || !s.same(video) {
+				t.Errorf("GET %d: %d, %d bytes (err %v), want 200 and the origin's %d bytes", i, s.status, s.n, s.err, len(video))
 			}
-			start(0)
-			await(t, firsts[0], "the first GET's first bytes")
-			start(1)
-			start(2)
-			await(t, firsts[1], "the second GET's first bytes")
-			await(t, firsts[2], "the third GET's first bytes")
-			if !o.held() {
-				t.Fatal("the origin finished before the readers got their first bytes")
+			if s.header.Get("Content-Length") != strconv.Itoa(len(video)) || s.header.Get("Content-Type") != "video/mp4" {
+				t.Errorf("GET %d headers: %v", i, s.header)
 			}
-			if st := svc.Handler.Stats(); st.Readers != 3 || st.Downloads != 1 {
-				t.Errorf("while held: %+v, want 3 readers of 1 download", st)
-			}
-			gate.let()
-			wg.Wait()
-			for i, s := range results {
-				if s.err != nil || s.status != http.StatusOK || !s.same(video) {
-					t.Errorf("GET %d: %d, %d bytes (err %v), want 200 and the origin's %d bytes", i, s.status, s.n, s.err, len(video))
-				}
-				if s.header.Get("Content-Length") != strconv.Itoa(len(video)) || s.header.Get("Content-Type") != "video/mp4" {
-					t.Errorf("GET %d headers: %v", i, s.header)
-				}
-				t.Logf("%s: GET %d: first byte %v, last %v", ss.name, i, s.firstByte.Round(time.Millisecond), s.total.Round(time.Millisecond))
-			}
-			key, _ := keysOf(t, src, variant.Original)
-			waitStored(t, ss.st, key, video)
-			waitFor(t, "the download to end", func() bool { return svc.Handler.Stats().Downloads == 0 })
-			st := svc.Handler.Stats()
-			if st.Spooled != int64(len(video)) || st.Stored != 1 || st.StoreFailed != 0 || st.Readers != 0 {
-				t.Errorf("after: %+v, want %d bytes spooled once, 1 stored, no reader left", st, len(video))
-			}
-			if n := o.hits.Load(); n != 1 {
-				t.Errorf("the origin was asked %d times, want once", n)
-			}
-			r := getWithin(t, p.URL, src, "")
-			if r.status == http.StatusFound {
-				r = request(t, http.MethodGet, r.header.Get("Location"))
-			}
-			if r.status != http.StatusOK || !bytes.Equal(r.body, video) {
-				t.Errorf("the next request: %d, %d bytes", r.status, len(r.body))
-			}
-			if !bytes.Contains(logs.bytes(), []byte(`"cache":"hit"`)) {
-				t.Errorf("the next request was not a hit:\n%s", logs.bytes())
-			}
-			if !bytes.Contains(logs.bytes(), []byte(`"ttfb_ms":`)) {
-				t.Errorf("no ttfb in the request line:\n%s", logs.bytes())
-			}
-			if svc.Budget.Held() != 0 {
-				t.Errorf("%d bytes of memory budget still held", svc.Budget.Held())
-			}
-		})
-	}
+			t.Logf("%s: GET %d: first byte %v, last %v", ss.name, i, s.firstByte.Round(time.Millisecond), s.total.Round(time.Millisecond))
+		}
+		key, _ := keysOf(t, src, variant.Original)
+		waitStored(t, ss.st, key, video)
+		waitFor(t, "the download to end", func() bool { return svc.Handler.Stats().Downloads == 0 })
+		st := svc.Handler.Stats()
+		if st.Spooled != int64(len(video)) || st.Stored != 1 || st.StoreFailed != 0 || st.Readers != 0 {
+			t.Errorf("after: %+v, want %d bytes spooled once, 1 stored, no reader left", st, len(video))
+		}
+		if n := o.Hits(); n != 1 {
+			t.Errorf("the origin was asked %d times, want once", n)
+		}
+		r := getWithin(t, p.URL, src, "")
+		if r.status == http.StatusFound {
+			r = request(t, http.MethodGet, r.header.Get("Location"))
+		}
+		if r.status != http.StatusOK || !bytes.Equal(r.body, video) {
+			t.Errorf("the next request: %d, %d bytes", r.status, len(r.body))
+		}
+		if !bytes.Contains(logs.bytes(), []byte(`"cache":"hit"`)) {
+			t.Errorf("the next request was not a hit:\n%s", logs.bytes())
+		}
+		if !bytes.Contains(logs.bytes(), []byte(`"ttfb_ms":`)) {
+			t.Errorf("no ttfb in the request line:\n%s", logs.bytes())
+		}
+		checkBudgetGiven(t, svc)
+	})
 }
 
 // TestDownloadHEADAndRanges: while the origin holds the body back, a HEAD
@@ -480,110 +374,106 @@ func TestDownloadReaders(t *testing.T) {
 // ETag to match.
 func TestDownloadHEADAndRanges(t *testing.T) {
 	video := testmedia.MP4(20 << 20)
-	for _, sc := range streamStores() {
-		t.Run(sc.name, func(t *testing.T) {
-			ss := sc.open(t)
-			p, _, _ := newService(t, ss.env)
+	inEachStore(t, func(t *testing.T, ss streamStore, p *httptest.Server, _ *logBuffer, _ *service.Service) {
 
-			t.Run("HEAD during a GET", func(t *testing.T) {
-				o := newTrickleOrigin(t, video, 2*time.Second)
-				gate := o.holdAt(piece)
-				src := o.URL + "/v.mp4"
-				first := make(chan struct{})
-				done := make(chan streamed)
-				go func() { done <- getStream(t, p.URL, src, streamOpts{digest: true, onFirst: func() { close(first) }}) }()
-				await(t, first, "the GET's first bytes")
-				h := getStream(t, p.URL, src, streamOpts{method: http.MethodHead})
-				checkHead(t, h, len(video), o.held())
-				gate.let()
-				if s := <-done; !s.same(video) {
-					t.Errorf("the GET got %d bytes, not the origin's", s.n)
-				}
-			})
-
-			t.Run("GET after a HEAD that started the fetch", func(t *testing.T) {
-				o := newTrickleOrigin(t, video, 2*time.Second)
-				gate := o.holdAt(piece)
-				src := o.URL + "/v.mp4"
-				h := getStream(t, p.URL, src, streamOpts{method: http.MethodHead})
-				checkHead(t, h, len(video), o.held())
-				first := make(chan struct{})
-				done := make(chan streamed)
-				go func() { done <- getStream(t, p.URL, src, streamOpts{digest: true, onFirst: func() { close(first) }}) }()
-				await(t, first, "the GET's first bytes")
-				if !o.held() {
-					t.Error("the GET's first bytes came after the whole download")
-				}
-				gate.let()
-				if s := <-done; !s.same(video) || s.status != http.StatusOK {
-					t.Errorf("the GET: %d, %d bytes, not the origin's", s.status, s.n)
-				}
-				if n := o.hits.Load(); n != 1 {
-					t.Errorf("the origin was asked %d times, want once", n)
-				}
-			})
-
-			t.Run("Safari", func(t *testing.T) {
-				o := newTrickleOrigin(t, video, 2*time.Second)
-				gate := o.holdAt(piece)
-				// Pieces end at 2 MiB: bytes up to 1999999 are there, the
-				// rest held back.
-				mid := o.holdAt(8 * piece)
-				src := o.URL + "/v.mp4"
-				probe := getStream(t, p.URL, src, streamOpts{header: []string{"Range", "bytes=0-1"}})
-				want := fmt.Sprintf("bytes 0-1/%d", len(video))
-				if probe.status != http.StatusPartialContent || !bytes.Equal(probe.body, video[:2]) || probe.header.Get("Content-Range") != want {
-					t.Fatalf("bytes=0-1: %d, %q, Content-Range %q; want 206, 2 bytes, %q", probe.status, probe.body, probe.header.Get("Content-Range"), want)
-				}
-				if !o.held() {
-					t.Error("the probe was answered after the whole download")
-				}
-				gate.let()
-				var sentThen int64
-				r := getStream(t, p.URL, src, streamOpts{header: []string{"Range", "bytes=1000000-1999999"}, onHeaders: func() { sentThen = o.sending.Load() }})
-				if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video[1000000:2000000]) {
-					t.Fatalf("bytes=1000000-1999999: %d, %d bytes", r.status, len(r.body))
-				}
-				// Its answer starts with its first byte, and ends while
-				// the origin holds the rest of the body back.
-				if sentThen <= 1000000 {
-					t.Errorf("the range was answered when the origin had sent %d bytes, before its first", sentThen)
-				}
-				if !o.held() {
-					t.Error("the range was answered only after the whole download")
-				}
-				// What Safari asks next: the rest, in ranges.
-				mid.let()
-				r = getStream(t, p.URL, src, streamOpts{header: []string{"Range", "bytes=2000000-"}})
-				if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video[2000000:]) {
-					t.Errorf("bytes=2000000-: %d, %d bytes", r.status, len(r.body))
-				}
-				if n := o.hits.Load(); n != 1 {
-					t.Errorf("the origin was asked %d times, want once", n)
-				}
-			})
-
-			t.Run("validators", func(t *testing.T) {
-				o := newTrickleOrigin(t, video, time.Second)
-				gate := o.holdAt(piece)
-				src := o.URL + "/v.mp4"
-				// While it downloads there is no ETag: If-Range with any
-				// tag gets the whole body, If-None-Match never matches.
-				done := make(chan streamed)
-				go func() {
-					done <- getStream(t, p.URL, src, streamOpts{digest: true, header: []string{"Range", "bytes=0-9", "If-Range", `"stale"`}})
-				}()
-				<-gate.reached
-				gate.let()
-				if s := <-done; s.status != http.StatusOK || !s.same(video) || s.header.Get("ETag") != "" {
-					t.Errorf("If-Range during the download: %d, %d bytes, ETag %q; want 200, the whole body, no ETag", s.status, s.n, s.header.Get("ETag"))
-				}
-				if r := getStream(t, p.URL, src, streamOpts{digest: true, header: []string{"If-None-Match", `"stale"`}}); r.status != http.StatusOK || !r.same(video) {
-					t.Errorf("If-None-Match: %d, %d bytes", r.status, r.n)
-				}
-			})
+		t.Run("HEAD during a GET", func(t *testing.T) {
+			o := proxytest.StartTrickle(t, video, 2*time.Second)
+			gate := o.HoldAt(piece)
+			src := o.URL + "/v.mp4"
+			first := make(chan struct{})
+			done := make(chan streamed)
+			go func() { done <- getStream(t, p.URL, src, streamOpts{digest: true, onFirst: func() { close(first) }}) }()
+			await(t, first, "the GET's first bytes")
+			h := getStream(t, p.URL, src, streamOpts{method: http.MethodHead})
+			checkHead(t, h, len(video), o.Held())
+			gate.Let()
+			if s := <-done; !s.same(video) {
+				t.Errorf("the GET got %d bytes, not the origin's", s.n)
+			}
 		})
-	}
+
+		t.Run("GET after a HEAD that started the fetch", func(t *testing.T) {
+			o := proxytest.StartTrickle(t, video, 2*time.Second)
+			gate := o.HoldAt(piece)
+			src := o.URL + "/v.mp4"
+			h := getStream(t, p.URL, src, streamOpts{method: http.MethodHead})
+			checkHead(t, h, len(video), o.Held())
+			first := make(chan struct{})
+			done := make(chan streamed)
+			go func() { done <- getStream(t, p.URL, src, streamOpts{digest: true, onFirst: func() { close(first) }}) }()
+			await(t, first, "the GET's first bytes")
+			if !o.Held() {
+				t.Error("the GET's first bytes came after the whole download")
+			}
+			gate.Let()
+			if s := <-done; !s.same(video) || s.status != http.StatusOK {
+				t.Errorf("the GET: %d, %d bytes, not the origin's", s.status, s.n)
+			}
+			if n := o.Hits(); n != 1 {
+				t.Errorf("the origin was asked %d times, want once", n)
+			}
+		})
+
+		t.Run("Safari", func(t *testing.T) {
+			o := proxytest.StartTrickle(t, video, 2*time.Second)
+			gate := o.HoldAt(piece)
+			// Pieces end at 2 MiB: bytes up to 1999999 are there, the
+			// rest held back.
+			mid := o.HoldAt(8 * piece)
+			src := o.URL + "/v.mp4"
+			probe := getStream(t, p.URL, src, streamOpts{header: []string{"Range", "bytes=0-1"}})
+			want := fmt.Sprintf("bytes 0-1/%d", len(video))
+			if probe.status != http.StatusPartialContent || !bytes.Equal(probe.body, video[:2]) || probe.header.Get("Content-Range") != want {
+				t.Fatalf("bytes=0-1: %d, %q, Content-Range %q; want 206, 2 bytes, %q", probe.status, probe.body, probe.header.Get("Content-Range"), want)
+			}
+			if !o.Held() {
+				t.Error("the probe was answered after the whole download")
+			}
+			gate.Let()
+			var sentThen int64
+			r := getStream(t, p.URL, src, streamOpts{header: []string{"Range", "bytes=1000000-1999999"}, onHeaders: func() { sentThen = o.Sending() }})
+			if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video[1000000:2000000]) {
+				t.Fatalf("bytes=1000000-1999999: %d, %d bytes", r.status, len(r.body))
+			}
+			// Its answer starts with its first byte, and ends while
+			// the origin holds the rest of the body back.
+			if sentThen <= 1000000 {
+				t.Errorf("the range was answered when the origin had sent %d bytes, before its first", sentThen)
+			}
+			if !o.Held() {
+				t.Error("the range was answered only after the whole download")
+			}
+			// What Safari asks next: the rest, in ranges.
+			mid.Let()
+			r = getStream(t, p.URL, src, streamOpts{header: []string{"Range", "bytes=2000000-"}})
+			if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video[2000000:]) {
+				t.Errorf("bytes=2000000-: %d, %d bytes", r.status, len(r.body))
+			}
+			if n := o.Hits(); n != 1 {
+				t.Errorf("the origin was asked %d times, want once", n)
+			}
+		})
+
+		t.Run("validators", func(t *testing.T) {
+			o := proxytest.StartTrickle(t, video, time.Second)
+			gate := o.HoldAt(piece)
+			src := o.URL + "/v.mp4"
+			// While it downloads there is no ETag: If-Range with any
+			// tag gets the whole body, If-None-Match never matches.
+			done := make(chan streamed)
+			go func() {
+				done <- getStream(t, p.URL, src, streamOpts{digest: true, header: []string{"Range", "bytes=0-9", "If-Range", `"stale"`}})
+			}()
+			<-gate.Reached()
+			gate.Let()
+			if s := <-done; s.status != http.StatusOK || !s.same(video) || s.header.Get("ETag") != "" {
+				t.Errorf("If-Range during the download: %d, %d bytes, ETag %q; want 200, the whole body, no ETag", s.status, s.n, s.header.Get("ETag"))
+			}
+			if r := getStream(t, p.URL, src, streamOpts{digest: true, header: []string{"If-None-Match", `"stale"`}}); r.status != http.StatusOK || !r.same(video) {
+				t.Errorf("If-None-Match: %d, %d bytes", r.status, r.n)
+			}
+		})
+	})
 }
 
 // checkHead checks a HEAD answered while the origin held its body back.
@@ -605,52 +495,48 @@ func checkHead(t *testing.T, h streamed, size int, held bool) {
 // is remembered as the origin's failure.
 func TestDownloadSlowReader(t *testing.T) {
 	video := testmedia.MP4(20 << 20)
-	for _, sc := range streamStores() {
-		t.Run(sc.name, func(t *testing.T) {
-			ss := sc.open(t)
-			p, _, svc := newService(t, ss.env)
-			o := newTrickleOrigin(t, video, 3*time.Second)
-			src := o.URL + "/v.mp4"
-			key, failKey := keysOf(t, src, variant.Original)
-			other := make(chan streamed)
-			otherFirst := make(chan struct{})
-			go func() {
-				other <- getStream(t, p.URL, src, streamOpts{digest: true, onFirst: func() { close(otherFirst) }})
-			}()
-			await(t, otherFirst, "the other client's first bytes")
-			var heldAtPause, peakHeld int64
-			var heapGrowth int64
-			slow := getStream(t, p.URL, src, streamOpts{client: smallWindowClient(), digest: true, pauseAt: 1 << 20, pause: func() {
-				heldAtPause = svc.Budget.Held()
-				before := heapAlloc()
-				stop := sampleHeld(svc.Budget.Held, &peakHeld)
-				await(t, o.finished, "the origin to finish while a client is paused (did the client pace it?)")
-				if s := <-other; !s.same(video) {
-					t.Errorf("the other client got %d bytes, not the origin's", s.n)
-				}
-				waitFor(t, "the download to end", func() bool { return svc.Handler.Stats().Downloads == 0 })
-				stop()
-				heapGrowth = heapAlloc() - before
-			}})
-			if slow.err != nil || slow.status != http.StatusOK || !slow.same(video) {
-				t.Fatalf("the paused client: %d, %d bytes (err %v), want the origin's", slow.status, slow.n, slow.err)
+	inEachStore(t, func(t *testing.T, ss streamStore, p *httptest.Server, _ *logBuffer, svc *service.Service) {
+		o := proxytest.StartTrickle(t, video, 3*time.Second)
+		src := o.URL + "/v.mp4"
+		key, failKey := keysOf(t, src, variant.Original)
+		other := make(chan streamed)
+		otherFirst := make(chan struct{})
+		go func() {
+			other <- getStream(t, p.URL, src, streamOpts{digest: true, onFirst: func() { close(otherFirst) }})
+		}()
+		await(t, otherFirst, "the other client's first bytes")
+		var heldAtPause, peakHeld int64
+		var heapGrowth int64
+		slow := getStream(t, p.URL, src, streamOpts{client: smallWindowClient(), digest: true, pauseAt: 1 << 20, pause: func() {
+			heldAtPause = svc.Budget.Held()
+			before := heapAlloc()
+			stop := sampleHeld(svc.Budget.Held, &peakHeld)
+			await(t, o.Finished(), "the origin to finish while a client is paused (did the client pace it?)")
+			if s := <-other; !s.same(video) {
+				t.Errorf("the other client got %d bytes, not the origin's", s.n)
 			}
-			t.Logf("%s: budget held %d at the pause, at most %d during it; heap grew %d", ss.name, heldAtPause, peakHeld, heapGrowth)
-			if peakHeld > heldAtPause {
-				t.Errorf("the memory budget grew from %d to %d while a client was paused", heldAtPause, peakHeld)
-			}
-			if heapGrowth > 4<<20 {
-				t.Errorf("the heap grew by %d bytes while a client fell %d bytes behind", heapGrowth, len(video)-1<<20)
-			}
-			if st := svc.Handler.Stats(); st.Spooled != int64(len(video)) || st.StoreFailed != 0 {
-				t.Errorf("%+v: want the body spooled once, and stored", st)
-			}
-			waitStored(t, ss.st, key, video)
-			if _, _, err := ss.st.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("a failure was remembered for a slow client: %v", err)
-			}
-		})
-	}
+			waitFor(t, "the download to end", func() bool { return svc.Handler.Stats().Downloads == 0 })
+			stop()
+			heapGrowth = heapAlloc() - before
+		}})
+		if slow.err != nil || slow.status != http.StatusOK || !slow.same(video) {
+			t.Fatalf("the paused client: %d, %d bytes (err %v), want the origin's", slow.status, slow.n, slow.err)
+		}
+		t.Logf("%s: budget held %d at the pause, at most %d during it; heap grew %d", ss.name, heldAtPause, peakHeld, heapGrowth)
+		if peakHeld > heldAtPause {
+			t.Errorf("the memory budget grew from %d to %d while a client was paused", heldAtPause, peakHeld)
+		}
+		if heapGrowth > 4<<20 {
+			t.Errorf("the heap grew by %d bytes while a client fell %d bytes behind", heapGrowth, len(video)-1<<20)
+		}
+		if st := svc.Handler.Stats(); st.Spooled != int64(len(video)) || st.StoreFailed != 0 {
+			t.Errorf("%+v: want the body spooled once, and stored", st)
+		}
+		waitStored(t, ss.st, key, video)
+		if _, _, err := ss.st.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a failure was remembered for a slow client: %v", err)
+		}
+	})
 }
 
 // sampleHeld notes the peak of held() until stop.
@@ -688,78 +574,68 @@ func heapAlloc() int64 {
 // file or multipart upload, and is remembered as any cut body is.
 func TestDownloadCut(t *testing.T) {
 	video := testmedia.MP4(20 << 20)
-	for _, sc := range streamStores() {
-		t.Run(sc.name, func(t *testing.T) {
-			ss := sc.open(t)
-			p, _, svc := newService(t, ss.env)
-			o := newTrickleOrigin(t, video, 4*time.Second)
-			o.cutAt = len(video) / 2
-			gate := o.holdAt(piece)
-			src := o.URL + "/v.mp4"
-			var wg sync.WaitGroup
-			results := make([]streamed, 3)
-			firsts := make([]chan struct{}, 2)
-			for i, opts := range []streamOpts{{digest: true}, {digest: true}, {header: []string{"Range", fmt.Sprintf("bytes=%d-", len(video)*3/4)}}} {
-				if i < 2 {
-					firsts[i] = make(chan struct{})
-					opts.onFirst = func() { close(firsts[i]) }
-				}
-				wg.Go(func() { results[i] = getStream(t, p.URL, src, opts) })
-				if i < 2 {
-					await(t, firsts[i], "a reader's first bytes")
-				}
+	inEachStore(t, func(t *testing.T, ss streamStore, p *httptest.Server, _ *logBuffer, svc *service.Service) {
+		o := proxytest.StartTrickle(t, video, 4*time.Second)
+		o.CutAt = len(video) / 2
+		gate := o.HoldAt(piece)
+		src := o.URL + "/v.mp4"
+		var wg sync.WaitGroup
+		results := make([]streamed, 3)
+		firsts := make([]chan struct{}, 2)
+		for i, opts := range []streamOpts{{digest: true}, {digest: true}, {header: []string{"Range", fmt.Sprintf("bytes=%d-", len(video)*3/4)}}} {
+			if i < 2 {
+				firsts[i] = make(chan struct{})
+				opts.onFirst = func() { close(firsts[i]) }
 			}
-			gate.let()
-			wg.Wait()
-			for i, s := range results {
-				t.Logf("%s: reader %d: %d, %d bytes, then %v", ss.name, i, s.status, s.n, s.err)
-				if i < 2 && (s.status != http.StatusOK || s.err == nil) {
-					t.Errorf("reader %d: %d with %d bytes and a clean end, want a broken transfer", i, s.status, s.n)
-				}
+			wg.Go(func() { results[i] = getStream(t, p.URL, src, opts) })
+			if i < 2 {
+				await(t, firsts[i], "a reader's first bytes")
 			}
-			// Its answer had not started: it says why.
-			if r := results[2]; r.status != http.StatusBadGateway || r.header.Get("Cache-Control") != "max-age=10" {
-				t.Errorf("a range past the cut: %d %v, want 502 cached for the failure's 10 s", r.status, r.header)
+		}
+		gate.Let()
+		wg.Wait()
+		for i, s := range results {
+			t.Logf("%s: reader %d: %d, %d bytes, then %v", ss.name, i, s.status, s.n, s.err)
+			if i < 2 && (s.status != http.StatusOK || s.err == nil) {
+				t.Errorf("reader %d: %d with %d bytes and a clean end, want a broken transfer", i, s.status, s.n)
 			}
-			key, failKey := keysOf(t, src, variant.Original)
-			waitFor(t, "the download to end", func() bool { return svc.Handler.Stats().Downloads == 0 })
-			waitFor(t, "the unfinished writes to go", func() bool { return ss.leftovers() == 0 })
-			if got, err := storedBytes(t, ss.st, key); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("after a cut body the key holds %d bytes (%v), want nothing", len(got), err)
-			}
-			// Remembered as any cut body is: a 502 for seconds.
-			if status, _, err := ss.st.Failure(t.Context(), failKey); err != nil || status != http.StatusBadGateway {
-				t.Errorf("failure marker: %d, %v; want 502", status, err)
-			}
-			if st := svc.Handler.Stats(); st.Stored != 0 || st.StoreFailed != 0 || st.Readers != 0 {
-				t.Errorf("%+v: want nothing stored and no reader left", st)
-			}
-			if svc.Budget.Held() != 0 {
-				t.Errorf("%d bytes of memory budget still held", svc.Budget.Held())
-			}
-		})
-	}
+		}
+		// Its answer had not started: it says why.
+		if r := results[2]; r.status != http.StatusBadGateway || r.header.Get("Cache-Control") != "max-age=10" {
+			t.Errorf("a range past the cut: %d %v, want 502 cached for the failure's 10 s", r.status, r.header)
+		}
+		key, failKey := keysOf(t, src, variant.Original)
+		waitFor(t, "the download to end", func() bool { return svc.Handler.Stats().Downloads == 0 })
+		waitFor(t, "the unfinished writes to go", func() bool { return ss.leftovers() == 0 })
+		if got, err := storedBytes(t, ss.st, key); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("after a cut body the key holds %d bytes (%v), want nothing", len(got), err)
+		}
+		// Remembered as any cut body is: a 502 for seconds.
+		if status, _, err := ss.st.Failure(t.Context(), failKey); err != nil || status != http.StatusBadGateway {
+			t.Errorf("failure marker: %d, %v; want 502", status, err)
+		}
+		if st := svc.Handler.Stats(); st.Stored != 0 || st.StoreFailed != 0 || st.Readers != 0 {
+			t.Errorf("%+v: want nothing stored and no reader left", st)
+		}
+		checkBudgetGiven(t, svc)
+	})
 }
 
 // TestStreamedMissClientLeaves: a client that hangs up at 10 % leaves a
 // complete stored object all the same, and gives its memory back.
 func TestStreamedMissClientLeaves(t *testing.T) {
 	video := testmedia.MP4(20 << 20)
-	for _, sc := range streamStores() {
-		t.Run(sc.name, func(t *testing.T) {
-			ss := sc.open(t)
-			p, _, svc := newService(t, ss.env)
-			o := newTrickleOrigin(t, video, 4*time.Second)
-			src := o.URL + "/v.mp4"
-			s := streamGet(t, p.URL, src, len(video)/10, 0, nil)
-			if s.status != http.StatusOK || !bytes.Equal(s.body, video[:len(s.body)]) {
-				t.Fatalf("answered %d, %d bytes not the origin's", s.status, len(s.body))
-			}
-			key, _ := keysOf(t, src, variant.Original)
-			waitStored(t, ss.st, key, video)
-			waitFor(t, "the memory budget to be given back", func() bool { return svc.Budget.Held() == 0 })
-		})
-	}
+	inEachStore(t, func(t *testing.T, ss streamStore, p *httptest.Server, _ *logBuffer, svc *service.Service) {
+		o := proxytest.StartTrickle(t, video, 4*time.Second)
+		src := o.URL + "/v.mp4"
+		s := streamGet(t, p.URL, src, len(video)/10, 0, nil)
+		if s.status != http.StatusOK || !bytes.Equal(s.body, video[:len(s.body)]) {
+			t.Fatalf("answered %d, %d bytes not the origin's", s.status, len(s.body))
+		}
+		key, _ := keysOf(t, src, variant.Original)
+		waitStored(t, ss.st, key, video)
+		waitFor(t, "the memory budget to be given back", func() bool { return svc.Budget.Held() == 0 })
+	})
 }
 
 // TestReaderGoneIsNotABreak: a client that hangs up while its reader waits
@@ -769,8 +645,8 @@ func TestStreamedMissClientLeaves(t *testing.T) {
 func TestReaderGoneIsNotABreak(t *testing.T) {
 	video := testmedia.MP4(20 << 20)
 	p, logs, svc := newService(t, nil)
-	o := newTrickleOrigin(t, video, time.Second)
-	gate := o.holdAt(piece)
+	o := proxytest.StartTrickle(t, video, time.Second)
+	gate := o.HoldAt(piece)
 	src := o.URL + "/v.mp4"
 	other := make(chan streamed)
 	go func() { other <- getStream(t, p.URL, src, streamOpts{digest: true}) }()
@@ -782,7 +658,7 @@ func TestReaderGoneIsNotABreak(t *testing.T) {
 	waitFor(t, "the request line of the client that hung up", func() bool {
 		return bytes.Contains(logs.bytes(), []byte(`"client_request_id":"gone"`))
 	})
-	gate.let()
+	gate.Let()
 	if r := <-other; !r.same(video) {
 		t.Errorf("the other client got %d bytes, not the origin's", r.n)
 	}
@@ -824,8 +700,8 @@ func TestStreamLimit(t *testing.T) {
 				t.Fatal(err)
 			}
 			p, _ := newStackHandler(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: dir, streamLimit: c.limit})
-			o := newTrickleOrigin(t, video, time.Second)
-			gate := o.holdAt(piece)
+			o := proxytest.StartTrickle(t, video, time.Second)
+			gate := o.HoldAt(piece)
 			src := o.URL + "/v.mp4"
 			first := make(chan struct{})
 			done := make(chan streamed)
@@ -835,10 +711,10 @@ func TestStreamLimit(t *testing.T) {
 			key, _ := keysOf(t, src, variant.Original)
 			if c.streamed {
 				await(t, first, "the answer's headers")
-				if !o.held() {
+				if !o.Held() {
 					t.Error("answered after the whole download")
 				}
-				gate.let()
+				gate.Let()
 				r := <-done
 				if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video) || r.header.Get("ETag") != "" {
 					t.Fatalf("streamed: %d, %d bytes, ETag %q; want 206, the whole body, no ETag", r.status, len(r.body), r.header.Get("ETag"))
@@ -846,7 +722,7 @@ func TestStreamLimit(t *testing.T) {
 				waitStored(t, dir, key, video)
 				return
 			}
-			gate.let()
+			gate.Let()
 			r := <-done
 			if r.status != http.StatusPartialContent || !bytes.Equal(r.body, video) || r.header.Get("ETag") == "" {
 				t.Fatalf("stored first: %d, %d bytes, ETag %q; want 206 from the stored file", r.status, len(r.body), r.header.Get("ETag"))
@@ -896,7 +772,7 @@ func TestDownloadStoreNeverStallsReaders(t *testing.T) {
 				st = f
 			}
 			p, h := newStackHandler(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: st})
-			o := newTrickleOrigin(t, video, 2*time.Second)
+			o := proxytest.StartTrickle(t, video, 2*time.Second)
 			src := o.URL + "/v.mp4"
 			s := streamGet(t, p.URL, src, 0, 0, nil)
 			if s.err != nil || s.status != http.StatusOK || !bytes.Equal(s.body, video) {
@@ -943,7 +819,7 @@ func TestDownloadClientNeverReads(t *testing.T) {
 	st := &faultyStore{Store: dir}
 	st.broken.Store(true)
 	p, h := newStackHandler(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: st})
-	o := newTrickleOrigin(t, video, 2*time.Second)
+	o := proxytest.StartTrickle(t, video, 2*time.Second)
 	src := o.URL + "/v.mp4"
 	req, err := http.NewRequest(http.MethodGet, p.URL+"/v.mp4?url="+url.QueryEscape(src), nil)
 	if err != nil {
@@ -954,13 +830,13 @@ func TestDownloadClientNeverReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close() // never read
-	await(t, o.finished, "the origin to finish while a client never reads")
+	await(t, o.Finished(), "the origin to finish while a client never reads")
 	waitFor(t, "the download to end", func() bool { return h.Stats().Downloads == 0 })
 	r := getWithin(t, p.URL, src, "")
 	if r.status != http.StatusOK || !bytes.Equal(r.body, video) {
 		t.Errorf("the next request: %d, %d bytes", r.status, len(r.body))
 	}
-	if n := o.hits.Load(); n != 2 {
+	if n := o.Hits(); n != 2 {
 		t.Errorf("the origin was asked %d times, want twice (the store failed)", n)
 	}
 }
@@ -1084,10 +960,10 @@ func parallelMisses(t *testing.T, proxyURL string, video []byte, h *proxy.Handle
 	var wg sync.WaitGroup
 	results := make([]streamed, misses)
 	headers := make([]chan struct{}, misses)
-	origins := make([]*trickleOrigin, misses)
+	origins := make([]*proxytest.Trickle, misses)
 	for i := range misses {
-		origins[i] = newTrickleOrigin(t, video, time.Second)
-		origins[i].holdAt(piece)
+		origins[i] = proxytest.StartTrickle(t, video, time.Second)
+		origins[i].HoldAt(piece)
 		headers[i] = make(chan struct{})
 		wg.Go(func() {
 			results[i] = getStream(t, proxyURL, origins[i].URL+"/v.mp4", streamOpts{digest: true, onHeaders: func() { close(headers[i]) }})
@@ -1097,7 +973,7 @@ func parallelMisses(t *testing.T, proxyURL string, video []byte, h *proxy.Handle
 		await(t, headers[i], "an answer's headers")
 	}
 	for _, o := range origins {
-		o.holds[0].let()
+		o.Holds()[0].Let()
 	}
 	wg.Wait()
 	waitFor(t, "the downloads to end", func() bool { return h.Stats().Downloads == 0 })
@@ -1141,11 +1017,11 @@ func TestStoredFirstNotPacedByStore(t *testing.T) {
 	}
 	release := make(chan struct{})
 	p, h := newStackHandler(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: stuckStore{dir, release}, streamLimit: -1})
-	o := newTrickleOrigin(t, video, time.Second)
+	o := proxytest.StartTrickle(t, video, time.Second)
 	src := o.URL + "/v.mp4"
 	done := make(chan streamed)
 	go func() { done <- getStream(t, p.URL, src, streamOpts{header: []string{"Range", "bytes=0-"}}) }()
-	await(t, o.finished, "the origin to finish while the store has read nothing (did the store pace it?)")
+	await(t, o.Finished(), "the origin to finish while the store has read nothing (did the store pace it?)")
 	waitFor(t, "the whole body in the spool", func() bool { return h.Stats().Spooled == int64(len(video)) })
 	if st := h.Stats(); st.Stored != 0 {
 		t.Errorf("with the body downloaded: %+v, want it not yet stored", st)

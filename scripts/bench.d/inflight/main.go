@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/proxy/proxytest"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 )
 
@@ -36,7 +37,8 @@ func main() {
 	log.SetFlags(0)
 
 	body := testmedia.MP4(*size)
-	o := newOrigin(body, *over)
+	o := proxytest.NewTrickle(body, *over)
+	defer o.Close()
 	proxyURL, stop := startProxy(*bin)
 	defer stop()
 
@@ -51,7 +53,7 @@ func main() {
 		mu.Unlock()
 	}
 	u := func(path string) string {
-		return proxyURL + "/v.mp4?url=" + url.QueryEscape(o.url+path)
+		return proxyURL + "/v.mp4?url=" + url.QueryEscape(o.URL+path)
 	}
 	client := &http.Client{Timeout: 3 * *over, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
@@ -92,7 +94,7 @@ func main() {
 	run(func() {
 		start := time.Now()
 		r := timed(client, "GET", u("/f.mp4"), "bytes=1000000-1999999")
-		sent := o.sentAt("/f.mp4", 2000000).Sub(start)
+		sent := o.SentAt("/f.mp4", 2000000).Sub(start)
 		add("bytes=1000000-1999999, first request for the URL", fmt.Sprintf("%s (the origin had sent byte 1999999 at %v)", r, sent.Round(time.Millisecond)))
 	})
 	run(func() {
@@ -171,57 +173,6 @@ func timed(c *http.Client, method, u, rangeHeader string) measured {
 	}
 	m.total = time.Since(start)
 	return m
-}
-
-// origin trickles body in 256 KiB pieces over a given time, with its
-// length declared, and notes when each path's bytes went out.
-type origin struct {
-	url  string
-	body []byte
-	over time.Duration
-
-	mu   sync.Mutex
-	sent map[string][]time.Time // path -> when each piece was written
-}
-
-const piece = 256 << 10
-
-func newOrigin(body []byte, over time.Duration) *origin {
-	o := &origin{body: body, over: over, sent: map[string][]time.Time{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	o.url = "http://" + ln.Addr().String()
-	pieces := (len(body) + piece - 1) / piece
-	pause := over / time.Duration(pieces)
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		rc := http.NewResponseController(w)
-		for off := 0; off < len(body); off += piece {
-			if _, err := w.Write(body[off:min(off+piece, len(body))]); err != nil {
-				return
-			}
-			rc.Flush()
-			o.mu.Lock()
-			o.sent[r.URL.Path] = append(o.sent[r.URL.Path], time.Now())
-			o.mu.Unlock()
-			time.Sleep(pause)
-		}
-	}))
-	return o
-}
-
-// sentAt is when the origin had sent the first n bytes of path.
-func (o *origin) sentAt(path string, n int) time.Time {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	i := (n + piece - 1) / piece
-	if s := o.sent[path]; len(s) >= i && i > 0 {
-		return s[i-1]
-	}
-	return time.Time{}
 }
 
 // startProxy runs the binary on a free port and waits for its health text.
