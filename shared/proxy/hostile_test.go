@@ -33,6 +33,7 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/proxy"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
+	"github.com/misskey-lambda/media-proxy/shared/vips/vipstest"
 )
 
 // hostileDeadline bounds every hostile request. It is generous on purpose:
@@ -126,7 +127,7 @@ func icoWrapping(data []byte) []byte {
 // webpBomb patches a simple lossy WebP's VP8 frame header to claim
 // 16383×16383 (the format's maximum), about 268 megapixels.
 func webpBomb(t *testing.T) []byte {
-	b := bytes.Clone(webpFixture(t, testmedia.PNGOpaque(64, 48), false))
+	b := bytes.Clone(vipstest.WebP(t, testmedia.PNGOpaque(64, 48), false, fixtureWebP))
 	i := bytes.Index(b, []byte{0x9d, 0x01, 0x2a})
 	if string(b[12:16]) != "VP8 " || i < 0 {
 		t.Fatalf("webp fixture is not simple lossy VP8: %q", b[12:16])
@@ -139,7 +140,7 @@ func webpBomb(t *testing.T) []byte {
 // avifBomb patches an AVIF's ispe box (the declared image size) to claim
 // 20000×20000.
 func avifBomb(t *testing.T) []byte {
-	b := bytes.Clone(avifFixture(t, testmedia.PNGOpaque(64, 48)))
+	b := bytes.Clone(vipstest.AVIF(t, testmedia.PNGOpaque(64, 48)))
 	i := bytes.Index(b, []byte("ispe"))
 	if i < 0 {
 		t.Fatal("no ispe box in the AVIF fixture")
@@ -221,8 +222,8 @@ func TestHostileMedia(t *testing.T) {
 		"png":  testmedia.Get("png"),
 		"jpeg": testmedia.Get("jpeg"),
 		"gif":  testmedia.Get("gif-animated"),
-		"webp": webpFixture(t, testmedia.GIF(160, 120, 4), true),
-		"avif": avifFixture(t, testmedia.PNGOpaque(320, 240)),
+		"webp": vipstest.WebP(t, testmedia.GIF(160, 120, 4), true, fixtureWebP),
+		"avif": vipstest.AVIF(t, testmedia.PNGOpaque(320, 240)),
 		"bmp":  testmedia.Get("bmp"),
 		"ico":  testmedia.Get("ico"),
 		"svg":  testmedia.Get("svg"),

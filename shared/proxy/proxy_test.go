@@ -20,6 +20,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
+	"github.com/misskey-lambda/media-proxy/shared/vips/vipstest"
 )
 
 const csp = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'"
@@ -258,34 +259,8 @@ func dispositionName(t *testing.T, r response) string {
 	return params["filename"]
 }
 
-// webpFixture encodes fixture through libvips, for inputs Go cannot write.
-func webpFixture(t *testing.T, src []byte, animated bool) []byte {
-	t.Helper()
-	im, err := vips.Thumbnail(src, vips.Fit{Width: 10000, Height: 10000, AllPages: animated})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	b, err := im.WebP(vips.WebPOptions{Quality: 80, AlphaQuality: 90, Effort: 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func avifFixture(t *testing.T, src []byte) []byte {
-	t.Helper()
-	im, err := vips.Thumbnail(src, vips.Fit{Width: 10000, Height: 10000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	b, err := im.AVIF()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+// fixtureWebP are the WebP settings of fixtures made through libvips.
+var fixtureWebP = vips.WebPOptions{Quality: 80, AlphaQuality: 90, Effort: 0}
 
 func TestVariants(t *testing.T) {
 	o := newOrigin(t)
@@ -301,7 +276,7 @@ func TestVariants(t *testing.T) {
 		{name: "emoji png", src: testmedia.PNG(512, 512), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 128, h: 128, frames: 1},
 		{name: "emoji small never enlarged", src: testmedia.PNG(64, 32), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 64, h: 32, frames: 1},
 		{name: "emoji animated gif", src: testmedia.GIF(256, 256, 12), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 128, h: 128, frames: 12},
-		{name: "emoji animated webp", src: webpFixture(t, testmedia.GIF(200, 100, 6), true), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 200, h: 100, frames: 6},
+		{name: "emoji animated webp", src: vipstest.WebP(t, testmedia.GIF(200, 100, 6), true, fixtureWebP), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 200, h: 100, frames: 6},
 		{name: "emoji static of animated gif", src: testmedia.GIF(256, 256, 12), flags: "emoji=1&static=1", mime: "image/webp", loader: "webpload_buffer", w: 128, h: 128, frames: 1},
 		{name: "emoji apng animated", src: testmedia.APNG(200, 150, 6), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 6},
 		{name: "emoji exif 6 rotated", src: testmedia.JPEGWithOrientation(640, 480, 6), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 96, h: 128, frames: 1},
@@ -309,7 +284,7 @@ func TestVariants(t *testing.T) {
 		{name: "emoji cmyk jpeg", src: testmedia.CMYKJPEG(320, 240), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},
 		{name: "emoji large cmyk jpeg (shrink-on-load)", src: testmedia.CMYKJPEG(1600, 1200), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},
 		{name: "emoji 16-bit png", src: testmedia.PNG16(320, 240), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},
-		{name: "emoji avif", src: avifFixture(t, testmedia.PNGOpaque(300, 200)), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 192, h: 128, frames: 1},
+		{name: "emoji avif", src: vipstest.AVIF(t, testmedia.PNGOpaque(300, 200)), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 192, h: 128, frames: 1},
 		{name: "emoji bmp", src: testmedia.BMP(320, 240), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 171, h: 128, frames: 1},
 		{name: "emoji ico", src: testmedia.ICO(16, 32, 256), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 128, h: 128, frames: 1},
 		{name: "emoji ico bitmap entry", src: testmedia.ICOBMP(32), flags: "emoji=1", mime: "image/webp", loader: "webpload_buffer", w: 32, h: 32, frames: 1},

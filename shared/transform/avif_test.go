@@ -9,22 +9,8 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
+	"github.com/misskey-lambda/media-proxy/shared/vips/vipstest"
 )
-
-// avif encodes src as a single-image AVIF.
-func avif(t *testing.T, src []byte) []byte {
-	t.Helper()
-	im, err := vips.Thumbnail(src, vips.Fit{Width: 10000, Height: 10000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	b, err := im.AVIF()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // firstFrame decodes the first frame of an output (WebP or PNG).
 func firstFrame(t *testing.T, b []byte) *image.NRGBA {
@@ -69,13 +55,13 @@ func decodeFrames(t *testing.T, b []byte, allPages bool) []*image.NRGBA {
 // quarter of the picture). Loading "page 0", all pages, or an embedded
 // thumbnail would show the first item.
 func TestAVIFPrimaryItem(t *testing.T) {
-	strip := avif(t, testmedia.FlatPNG(498, 97, color.NRGBA{255, 0, 0, 255}))
-	photo := avif(t, testmedia.FlatPNG(498, 389, color.NRGBA{0, 0, 255, 255}))
+	strip := vipstest.AVIF(t, testmedia.FlatPNG(498, 97, color.NRGBA{255, 0, 0, 255}))
+	photo := vipstest.AVIF(t, testmedia.FlatPNG(498, 389, color.NRGBA{0, 0, 255, 255}))
 	// Light tiles, so the badge mask shows where the picture is.
 	tileColours := []color.NRGBA{{255, 200, 200, 255}, {200, 255, 200, 255}, {200, 200, 255, 255}, {255, 255, 150, 255}}
 	var tiles [][]byte
 	for _, c := range tileColours {
-		tiles = append(tiles, avif(t, testmedia.FlatPNG(512, 400, c)))
+		tiles = append(tiles, vipstest.AVIF(t, testmedia.FlatPNG(512, 400, c)))
 	}
 
 	// Sizes of each kind for a primary of 498x389 and of 2048x400.

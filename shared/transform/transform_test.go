@@ -20,6 +20,7 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/testmedia"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
+	"github.com/misskey-lambda/media-proxy/shared/vips/vipstest"
 )
 
 func apply(t *testing.T, tr *Transformer, src []byte, k variant.Kind) (*Output, error) {
@@ -375,19 +376,9 @@ func TestDeadlineStopsLibvips(t *testing.T) {
 	t.Logf("the whole transform takes %v; with a limit of %v it stopped after %v", whole.Round(time.Millisecond), (whole / 10).Round(time.Millisecond), took.Round(time.Millisecond))
 }
 
-// webp encodes src (all frames) as WebP at quality q.
-func webp(t *testing.T, src []byte, q int) []byte {
-	t.Helper()
-	im, err := vips.Thumbnail(src, vips.Fit{Width: 10000, Height: 10000, AllPages: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	b, err := im.WebP(vips.WebPOptions{Quality: q, AlphaQuality: q, Effort: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+// webpAt is WebP at quality q, for fixtures (vipstest.WebP).
+func webpAt(q int) vips.WebPOptions {
+	return vips.WebPOptions{Quality: q, AlphaQuality: q, Effort: 4}
 }
 
 // TestNeverBiggerThanAFittingSource: a source that already fits the box,
@@ -395,8 +386,8 @@ func webp(t *testing.T, src []byte, q int) []byte {
 // re-encode would not be smaller; otherwise the variant is encoded.
 func TestNeverBiggerThanAFittingSource(t *testing.T) {
 	tr := New(DefaultLimits, 1, nil)
-	smallAnimatedWebP := webp(t, testmedia.GIF(80, 80, 6), 20) // small, and cheap already
-	tinyGIF := testmedia.GIFManyFrames(4)                      // 16x16, a few hundred bytes of flat colour
+	smallAnimatedWebP := vipstest.WebP(t, testmedia.GIF(80, 80, 6), true, webpAt(20)) // small, and cheap already
+	tinyGIF := testmedia.GIFManyFrames(4)                                             // 16x16, a few hundred bytes of flat colour
 	for _, c := range []struct {
 		name string
 		src  []byte
@@ -578,8 +569,8 @@ func TestHeaderReadAccounted(t *testing.T) {
 		{many, 5000},
 		{testmedia.Truncate(testmedia.GIF(16, 16, 7), 200), 1},
 		{testmedia.PNG(8, 8), 1},
-		{webp(t, testmedia.GIF(16, 16, 7), 80), 7},
-		{webp(t, testmedia.GIFStatic(8, 8), 80), 1},
+		{vipstest.WebP(t, testmedia.GIF(16, 16, 7), true, webpAt(80)), 7},
+		{vipstest.WebP(t, testmedia.GIFStatic(8, 8), true, webpAt(80)), 1},
 	} {
 		typ := sniff.Detect(c.src)
 		if got := countFrames(c.src, typ.MIME); got != c.want {
