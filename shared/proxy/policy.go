@@ -223,11 +223,12 @@ func (p *produced) release() {
 // produce makes the variant and stores it. It runs once for all identical
 // requests in flight, with a context that ends when the last of them has
 // gone, up to the moment a large body starts downloading (see download):
-// from there the fetch runs to its end, bounded by its own timeout. A
+// from there the fetch runs to its end, bounded by its own timeout (and
+// the first request's deadline, see workContext). A
 // failure of the source is remembered; the proxy's own faults (store,
 // memory budget, disk) are not.
 func (h *Handler) produce(ctx context.Context, req request, id string) (*produced, error) {
-	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
+	fctx, fcancel := workContext(ctx, req)
 	stop := context.AfterFunc(ctx, fcancel)
 	res, err := h.cfg.Pipeline.Produce(fctx, req.src, req.kind)
 	if err != nil {
@@ -275,6 +276,30 @@ func (h *Handler) produce(ctx context.Context, req request, id string) (*produce
 	}
 	p.entry = e
 	return p, nil
+}
+
+// workReserve is kept back from a request's deadline for the work to end
+// cleanly: a download's readers told of the break, its store copy's upload
+// aborted, the lines logged.
+const workReserve = 2 * time.Second
+
+// workContext is the context of req's work: free of the clients'
+// cancellation (see produce), but ending before the deadline of the
+// request that started it, if that has one: on Lambda the invocation's,
+// after which nothing runs (the process is frozen, or killed past the
+// function's timeout), so a download (which outlives its clients) or a
+// store copy still going then would be cut with nothing told or cleaned
+// up. workReserve before it when there is time for that.
+func workContext(ctx context.Context, req request) (context.Context, context.CancelFunc) {
+	base := context.WithoutCancel(ctx)
+	if req.deadline.IsZero() {
+		return context.WithCancel(base)
+	}
+	end := req.deadline
+	if time.Until(end) > 2*workReserve {
+		end = end.Add(-workReserve)
+	}
+	return context.WithDeadline(base, end)
 }
 
 // streams tells whether a miss too large to hold in memory, of declared

@@ -27,6 +27,9 @@ type request struct {
 	// start is when the request came in: a failure found long after it
 	// is worth storing (failure.Stored).
 	start time.Time
+	// deadline is when the request's context ends, if it does (on
+	// Lambda, with the invocation); zero otherwise. See workContext.
+	deadline time.Time
 }
 
 // parseRequest reads the path and query. A request the proxy will not
@@ -35,6 +38,7 @@ type request struct {
 // spelling can never touch the failure memory of the URL it resembles.
 func parseRequest(r *http.Request, canonical func(string) (*url.URL, error)) (request, int) {
 	req := request{start: time.Now()}
+	req.deadline, _ = r.Context().Deadline()
 	if !routable(r.URL.Path) {
 		return req, http.StatusNotFound
 	}

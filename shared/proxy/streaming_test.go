@@ -904,6 +904,63 @@ func TestWaitCoversStoreWork(t *testing.T) {
 	}
 }
 
+// TestDownloadEndsBeforeDeadline: on Lambda a request's context ends with
+// the invocation, after which nothing runs (the process is frozen, or
+// killed past the function's timeout). A download the request started,
+// which outlives its clients otherwise, ends a little before that and
+// cleanly: its reader's transfer is broken, nothing is stored or left
+// behind, nothing is remembered (the proxy's own limit, not the origin's),
+// and Wait, which the invocation ends with, returns; all while the origin
+// still holds its body back.
+func TestDownloadEndsBeforeDeadline(t *testing.T) {
+	video := testmedia.MP4(20 << 20)
+	root := t.TempDir()
+	dir, err := store.NewDir(root, store.DirOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, h := newStackHandler(t, stackOptions{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, store: dir})
+	// As functionurl serves it: the request's context has the invocation's
+	// deadline.
+	const deadline = 5 * time.Second
+	p := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), deadline)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	}))
+	t.Cleanup(p.Close)
+	o := proxytest.StartTrickle(t, video, time.Second)
+	o.HoldAt(2 * piece) // never let go
+	src := o.URL + "/v.mp4"
+	start := time.Now()
+	s := getStream(t, p.URL, src, streamOpts{digest: true})
+	if s.status != http.StatusOK || s.err == nil || s.n >= int64(len(video)) {
+		t.Errorf("the reader: %d, %d bytes, ended by %v; want 200 and a broken transfer", s.status, s.n, s.err)
+	}
+	waitFor(t, "the download to end", func() bool { return h.Stats().Downloads == 0 })
+	ended := time.Since(start)
+	if err := h.Wait(t.Context()); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+	if !o.Held() {
+		t.Error("the origin sent its whole body: the download did not end early")
+	}
+	t.Logf("the download ended %v after the request, its deadline %v", ended.Round(time.Millisecond), deadline)
+	if ended >= deadline {
+		t.Errorf("the download ended %v after the request, not before its deadline (%v)", ended, deadline)
+	}
+	key, failKey := keysOf(t, src, variant.Original)
+	if got, err := storedBytes(t, dir, key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the key holds %d bytes (%v), want nothing", len(got), err)
+	}
+	if n := countTempFiles(root); n != 0 {
+		t.Errorf("%d temporary files left", n)
+	}
+	if _, _, err := dir.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the deadline was remembered as the origin's failure: %v", err)
+	}
+}
+
 // TestDownloadsWithinDiskLimit: parallel large misses stay within the
 // room they may take on disk, their spools included: in the dir store's
 // folder, MEDIA_PROXY_STORE_MAX_SIZE; in the temporary folder (any other
