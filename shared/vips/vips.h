@@ -4,7 +4,8 @@
 
 int mp_start(int concurrency);
 int mp_header(const void *buf, size_t len, int all_pages, VipsImage **out);
-int mp_thumbnail_buffer(void *buf, size_t len, VipsImage **out, int width, int height, int enlarge, int all_pages, int fail_on);
+enum { MP_THUMBNAIL_ANY, MP_THUMBNAIL_FAST, MP_THUMBNAIL_LIBVIPS };
+int mp_thumbnail_buffer(void *buf, size_t len, VipsImage **out, int width, int height, int enlarge, int all_pages, int fail_on, int path);
 int mp_thumbnail_jpeg(void *buf, size_t len, VipsImage **out, int shrink, int width, int height, int fail_on);
 int mp_thumbnail_image(VipsImage *in, VipsImage **out, int width, int height, int enlarge);
 VipsImage *mp_from_rgba(const void *pix, size_t len, int width, int height);
