@@ -280,12 +280,12 @@ done:
 	return *buf ? 0 : -1;
 }
 
-int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort) {
+int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort, int smart_subsample) {
 	return vips_webpsave_buffer(in, buf, len,
 		"Q", quality,
 		"alpha_q", alpha_quality,
 		"effort", effort,
-		"smart_subsample", TRUE,
+		"smart_subsample", smart_subsample,
 		"mixed", TRUE,
 		"keep", VIPS_FOREIGN_KEEP_NONE,
 		NULL);

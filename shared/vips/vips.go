@@ -277,13 +277,16 @@ func (im *Image) Thumbnail(f Fit) (*Image, error) {
 // WebPOptions are the encoder settings.
 type WebPOptions struct {
 	Quality, AlphaQuality, Effort int
+	// PlainSubsample converts RGB to YUV 4:2:0 by plain averaging
+	// instead of libwebp's sharp YUV: much cheaper, colour edges bleed.
+	PlainSubsample bool
 }
 
 // WebP encodes the image (all frames, with their delays and loop count).
 func (im *Image) WebP(o WebPOptions) ([]byte, error) {
 	var p unsafe.Pointer
 	var n C.size_t
-	if C.mp_webpsave(im.c, &p, &n, C.int(o.Quality), C.int(o.AlphaQuality), C.int(o.Effort)) != 0 {
+	if C.mp_webpsave(im.c, &p, &n, C.int(o.Quality), C.int(o.AlphaQuality), C.int(o.Effort), cbool(!o.PlainSubsample)) != 0 {
 		return nil, opError("webpsave")
 	}
 	return takeBuffer(p, n), nil

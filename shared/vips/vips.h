@@ -11,7 +11,7 @@ int mp_thumbnail_image(VipsImage *in, VipsImage **out, int width, int height, in
 VipsImage *mp_from_rgba(const void *pix, size_t len, int width, int height);
 VipsImage *mp_from_rgba_frames(const void *pix, size_t len, int width, int page_height, int pages, int *delays, int loop);
 int mp_to_rgba(VipsImage *in, void **buf, size_t *len);
-int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort);
+int mp_webpsave(VipsImage *in, void **buf, size_t *len, int quality, int alpha_quality, int effort, int smart_subsample);
 int mp_pngsave(VipsImage *in, void **buf, size_t *len);
 int mp_avifsave(VipsImage *in, void **buf, size_t *len);
 int mp_load_first(const void *buf, size_t len, int fail_on, VipsImage **out);
