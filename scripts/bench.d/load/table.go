@@ -41,6 +41,9 @@ type scenario struct {
 	sharp            []float64 // the baseline's in-process ops/s, one per measurement
 	sharpCPU         []float64 // its CPU ms per op
 	qOurs, qBase     *Quality
+	// The imgproxy sides (imgproxy.go).
+	sides              map[string]*side
+	imgpSkip, imgqNote string
 
 	oursS, baseS []StartupResult
 }
@@ -132,8 +135,11 @@ func cmdTable(args []string) error {
 		b.WriteString("\n")
 	}
 
-	b.WriteString("\nTargets:\n\n")
+	b.WriteString("\nTargets (issue 14):\n\n")
 	b.WriteString(targets(scs, byID))
+	b.WriteString(threeWay(scs))
+	b.WriteString("\nTargets (issue 24):\n\n")
+	b.WriteString(targets24(scs))
 	fmt.Print(b.String())
 	return nil
 }
@@ -161,14 +167,12 @@ func (s *scenario) load() error {
 	s.limits = readMetric(filepath.Join(s.dir, "limit.txt"), "req/s")
 	s.limitCPU = readMetric(filepath.Join(s.dir, "limit.txt"), "cpu-ms/op")
 	s.sharp, s.sharpCPU = readSharpLimit(filepath.Join(s.dir, "sharp-limit.jsonl"))
-	if q, err := readQuality(filepath.Join(s.dir, "quality.jsonl")); err == nil && len(q) == 2 {
-		s.qOurs, s.qBase = &q[0], &q[1]
-	}
-	return nil
+	return s.loadSides()
 }
 
 // Quality is a line of scripts/bench.d/quality.
 type Quality struct {
+	File           string  `json:"file"`
 	Bytes          int     `json:"bytes"`
 	Width          int     `json:"width"`
 	Height         int     `json:"height"`
@@ -483,7 +487,11 @@ func checkRuns(scs []*scenario) error {
 		if s.skip != "" {
 			continue
 		}
-		for side, rs := range map[string][]RunResult{"ours": s.ours, "baseline": s.base} {
+		all := map[string][]RunResult{"ours": s.ours, "baseline": s.base}
+		for name, sd := range s.sides {
+			all[sideName[name]] = sd.runs
+		}
+		for side, rs := range all {
 			for i, r := range rs {
 				if r.Requests == 0 || r.Errors > 0 || r.Unexpected > 0 {
 					bad = append(bad, fmt.Sprintf("%s %s round %d: %d answers, %d errors, %d unexpected statuses",
