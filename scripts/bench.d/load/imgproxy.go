@@ -50,7 +50,9 @@ func (s *scenario) loadSides() error {
 		s.imgpSkip = strings.TrimSpace(string(raw))
 	}
 	if raw, err := os.ReadFile(filepath.Join(s.dir, "imgq.q")); err == nil {
-		s.imgqNote = strings.TrimSpace(string(raw))
+		// "100 (q100, ...)": the note without the number.
+		_, note, _ := strings.Cut(strings.TrimSpace(string(raw)), " ")
+		s.imgqNote = strings.TrimSuffix(strings.TrimPrefix(note, "("), ")")
 	}
 	qs, err := readQuality(filepath.Join(s.dir, "quality.jsonl"))
 	if err != nil {
