@@ -8,6 +8,13 @@
 // so filtering, bit depths, palettes and interlacing stay in a well-kept
 // decoder. Frames are decoded one at a time, so memory stays at a few
 // canvases whatever the frame count.
+//
+// What the reader keeps about the file is a fixed handful of values, never
+// an entry per chunk or per frame: a frame's data is found again in the
+// input when the frame is decoded, and fed to image/png chunk by chunk. A
+// crafted file of millions of tiny chunks therefore costs the time to walk
+// them, not memory in proportion to their number; runs of empty data
+// chunks, which carry nothing and only serve such files, are refused.
 package apng
 
 import (
@@ -19,6 +26,7 @@ import (
 	"image"
 	"image/png"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -75,6 +83,12 @@ const (
 	maxUint31 = 1<<31 - 1
 	// iend is the IEND chunk, constant: zero length, type, CRC.
 	iend = "\x00\x00\x00\x00IEND\xae\x42\x60\x82"
+	// maxEmptyRun is the longest run of consecutive empty data chunks (an
+	// IDAT with no bytes, an fdAT with only its sequence number) a file
+	// may have. They carry nothing; encoders do not write runs of them.
+	maxEmptyRun = 16
+	// The PNG specification's largest PLTE (256 entries) and tRNS.
+	maxPLTE, maxTRNS = 3 * 256, 256
 )
 
 // frameInfo is one frame's fcTL and where its data is.
@@ -82,23 +96,28 @@ type frameInfo struct {
 	rect           image.Rectangle
 	delay          time.Duration
 	dispose, blend byte
-	// data are the pieces of the frame's zlib stream: IDAT payloads, or
-	// fdAT payloads without their sequence numbers. They alias the input.
-	data [][]byte
+	// The frame's zlib stream is the payloads of the chunks of type data
+	// (IDAT for the default image, else fdAT, without its sequence
+	// number) in the input between offsets first and end.
+	data       string
+	first, end int
 }
 
 // Decoder yields the frames of one APNG in order.
 type Decoder struct {
-	cfg    Config
-	ihdr   []byte // IHDR payload
-	pre    []byte // PLTE and tRNS chunks, whole, as in the file
-	frames []frameInfo
-	next   int
-	err    error
+	cfg  Config
+	src  []byte
+	ihdr []byte // IHDR payload
+	pre  []byte // PLTE and tRNS chunks, whole, as in the file
+	// pos is where the search for the next frame's fcTL starts.
+	pos  int
+	prev frameInfo // the frame shown last, for its dispose_op
+	next int
+	err  error
+	// canvas is what is shown; saved holds the region of a frame whose
+	// dispose_op is PREVIOUS as it was before the frame, rows packed.
 	canvas *image.NRGBA
-	// saved holds the region of a frame whose dispose_op is PREVIOUS as
-	// it was before the frame, rows packed.
-	saved []byte
+	saved  []byte
 }
 
 // DecodeConfig reads and checks every chunk of b without decoding pixels.
@@ -166,18 +185,18 @@ func (d *Decoder) Next() (Frame, error) {
 	if d.err != nil {
 		return Frame{}, d.err
 	}
-	if d.next == len(d.frames) {
+	if d.next == d.cfg.Frames {
 		return Frame{}, io.EOF
 	}
 	i := d.next
-	f := &d.frames[i]
+	f := d.locate()
 	if i == 0 {
 		// The canvas starts fully transparent black.
 		d.canvas = image.NewNRGBA(image.Rect(0, 0, d.cfg.Width, d.cfg.Height))
 	} else {
-		d.dispose(&d.frames[i-1])
+		d.dispose(&d.prev)
 	}
-	src, err := d.decodeFrame(f)
+	src, err := d.decodeFrame(&f)
 	if err != nil {
 		d.err = fmt.Errorf("apng: frame %d: %w", i, err)
 		return Frame{}, d.err
@@ -186,8 +205,51 @@ func (d *Decoder) Next() (Frame, error) {
 		d.saved = copyOut(d.saved[:0], d.canvas, f.rect)
 	}
 	compose(d.canvas, src, f.rect.Min, f.blend)
+	d.prev = f
 	d.next++
 	return Frame{Image: d.canvas, Delay: f.delay}, nil
+}
+
+// locate finds the next frame in the input, which parse has checked:
+// its fcTL, and the span of the chunks holding its data, which ends at
+// the following fcTL or at IEND.
+func (d *Decoder) locate() frameInfo {
+	canvas := image.Rect(0, 0, d.cfg.Width, d.cfg.Height)
+	var f frameInfo
+	p := d.pos
+	for {
+		typ, data, next := chunkAt(d.src, p)
+		p = next
+		if typ == "fcTL" {
+			f, _ = parseFCTL(data, canvas)
+			break
+		}
+	}
+	f.data = "fdAT"
+	if d.next == 0 && d.cfg.DefaultIsFrame {
+		f.data = "IDAT"
+	}
+	f.first = -1
+	for {
+		typ, _, next := chunkAt(d.src, p)
+		if typ == "fcTL" || typ == "IEND" {
+			d.pos = p
+			return f
+		}
+		if typ == f.data {
+			if f.first < 0 {
+				f.first = p
+			}
+			f.end = next
+		}
+		p = next
+	}
+}
+
+// chunkAt reads the chunk at offset p of a file parse has checked.
+func chunkAt(b []byte, p int) (typ string, data []byte, next int) {
+	end := p + 8 + int(binary.BigEndian.Uint32(b[p:]))
+	return string(b[p+4 : p+8]), b[p+8 : end], end + 4
 }
 
 // dispose applies frame f's dispose_op after it has shown. PREVIOUS on the
@@ -223,18 +285,8 @@ func (d *Decoder) decodeFrame(f *frameInfo) (*image.NRGBA, error) {
 	binary.BigEndian.PutUint32(ihdr[4:], uint32(f.rect.Dy()))
 	head := appendChunk([]byte(signature), "IHDR", ihdr)
 	head = append(head, d.pre...)
-
-	// Only the few header bytes are copied; the data is read in place.
-	parts := make([]io.Reader, 0, 2+3*len(f.data))
-	parts = append(parts, bytes.NewReader(head))
-	for _, p := range f.data {
-		hdr := binary.BigEndian.AppendUint32(nil, uint32(len(p)))
-		hdr = append(hdr, "IDAT"...)
-		crc := crc32.Update(crc32.ChecksumIEEE(hdr[4:]), crc32.IEEETable, p)
-		parts = append(parts, bytes.NewReader(hdr), bytes.NewReader(p), bytes.NewReader(binary.BigEndian.AppendUint32(nil, crc)))
-	}
-	parts = append(parts, bytes.NewReader([]byte(iend)))
-	img, err := png.Decode(io.MultiReader(parts...))
+	data := &frameData{src: d.src, p: f.first, end: f.end, typ: f.data}
+	img, err := png.Decode(io.MultiReader(bytes.NewReader(head), data, strings.NewReader(iend)))
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +294,56 @@ func (d *Decoder) decodeFrame(f *frameInfo) (*image.NRGBA, error) {
 		return nil, FormatError("frame decoded at the wrong size")
 	}
 	return toNRGBA(img), nil
+}
+
+// frameData reads a frame's data chunks from the input as the IDAT chunks
+// of a PNG stream, one at a time: only a chunk's few header bytes are
+// made, its data is read in place.
+type frameData struct {
+	src    []byte
+	p, end int
+	typ    string
+	hdr    [8]byte
+	crc    [4]byte
+	parts  [3][]byte // what is left of the chunk: header, data, CRC
+}
+
+func (r *frameData) Read(b []byte) (int, error) {
+	for {
+		for i := range r.parts {
+			if len(r.parts[i]) > 0 {
+				n := copy(b, r.parts[i])
+				r.parts[i] = r.parts[i][n:]
+				return n, nil
+			}
+		}
+		if !r.nextChunk() {
+			return 0, io.EOF
+		}
+	}
+}
+
+// nextChunk makes the next non-empty data chunk of the span the current one.
+func (r *frameData) nextChunk() bool {
+	for r.p >= 0 && r.p < r.end {
+		typ, data, next := chunkAt(r.src, r.p)
+		r.p = next
+		if typ != r.typ {
+			continue
+		}
+		if typ == "fdAT" {
+			data = data[4:] // the sequence number
+		}
+		if len(data) == 0 {
+			continue
+		}
+		binary.BigEndian.PutUint32(r.hdr[:], uint32(len(data)))
+		copy(r.hdr[4:], "IDAT")
+		binary.BigEndian.PutUint32(r.crc[:], crc32.Update(crc32.ChecksumIEEE(r.hdr[4:]), crc32.IEEETable, data))
+		r.parts = [3][]byte{r.hdr[:], data, r.crc[:]}
+		return true
+	}
+	return false
 }
 
 func appendChunk(b []byte, typ string, data []byte) []byte {
@@ -253,16 +355,18 @@ func appendChunk(b []byte, typ string, data []byte) []byte {
 }
 
 // parse walks every chunk of b, checking the PNG and APNG rules that the
-// decode depends on; it decodes no pixels and allocates in proportion to
-// the chunks actually present, never to a length the file claims.
+// decode depends on; it decodes no pixels, and what it allocates does not
+// grow with the number of chunks or frames.
 func parse(b []byte) (*Decoder, error) {
 	if !bytes.HasPrefix(b, []byte(signature)) {
 		return nil, FormatError("not a PNG signature")
 	}
-	d := &Decoder{}
+	d := &Decoder{src: b}
 	var (
 		seq                 uint32 // next fcTL/fdAT sequence number
-		numFrames           int
+		numFrames, frames   int    // frames declared, fcTL chunks seen
+		hasData             bool   // the last frame seen has data
+		emptyRun            int    // consecutive empty data chunks
 		seenACTL            bool
 		inIDAT, pastIDAT    bool
 		plteSeen, trnsSeen  bool
@@ -284,6 +388,9 @@ func parse(b []byte) (*Decoder, error) {
 		}
 		whole := b[p : end+4]
 		first := p == len(signature)
+		if first {
+			d.pos = end + 4
+		}
 		p = end + 4
 
 		if first != (typ == "IHDR") {
@@ -298,6 +405,14 @@ func parse(b []byte) (*Decoder, error) {
 			inIDAT, pastIDAT = false, true
 		}
 		beforeIDAT := !inIDAT && !pastIDAT
+		switch {
+		case typ == "IDAT" && len(data) == 0, typ == "fdAT" && len(data) == 4:
+			if emptyRun++; emptyRun > maxEmptyRun {
+				return nil, FormatError(fmt.Sprintf("more than %d empty data chunks in a row", maxEmptyRun))
+			}
+		case typ == "IDAT", typ == "fdAT":
+			emptyRun = 0
+		}
 
 		switch typ {
 		case "IHDR":
@@ -312,16 +427,19 @@ func parse(b []byte) (*Decoder, error) {
 			if len(data) != 8 {
 				return nil, FormatError("bad acTL length")
 			}
-			frames, plays := binary.BigEndian.Uint32(data), binary.BigEndian.Uint32(data[4:])
-			if frames == 0 || frames > maxUint31 || plays > maxUint31 {
+			n, plays := binary.BigEndian.Uint32(data), binary.BigEndian.Uint32(data[4:])
+			if n == 0 || n > maxUint31 || plays > maxUint31 {
 				return nil, FormatError("bad acTL values")
 			}
-			seenACTL, numFrames, d.cfg.Plays = true, int(frames), int(plays)
+			seenACTL, numFrames, d.cfg.Plays = true, int(n), int(plays)
 		case "PLTE", "tRNS":
 			// Every frame is decoded with them; image/png checks their
 			// contents and order.
 			if !beforeIDAT || typ == "PLTE" && plteSeen || typ == "tRNS" && trnsSeen {
 				return nil, FormatError(typ + " repeated or after IDAT")
+			}
+			if typ == "PLTE" && len(data) > maxPLTE || typ == "tRNS" && len(data) > maxTRNS {
+				return nil, FormatError(typ + " too long")
 			}
 			plteSeen, trnsSeen = plteSeen || typ == "PLTE", trnsSeen || typ == "tRNS"
 			d.pre = append(d.pre, whole...)
@@ -329,10 +447,10 @@ func parse(b []byte) (*Decoder, error) {
 			if !seenACTL {
 				return nil, FormatError("fcTL before acTL")
 			}
-			if len(d.frames) == numFrames {
+			if frames == numFrames {
 				return nil, FormatError("more fcTL chunks than acTL num_frames")
 			}
-			if len(d.frames) > 0 && len(d.frames[len(d.frames)-1].data) == 0 {
+			if frames > 0 && !hasData {
 				return nil, FormatError("frame without data")
 			}
 			if err := checkSeq(data, &seq); err != nil {
@@ -350,26 +468,28 @@ func parse(b []byte) (*Decoder, error) {
 				}
 				defaultFrame = true
 			}
-			d.frames = append(d.frames, f)
+			frames++
+			hasData = false
 		case "IDAT":
 			if !seenACTL {
 				return nil, FormatError("no acTL before IDAT: not animated")
 			}
-			if defaultFrame {
-				d.frames[0].data = append(d.frames[0].data, data)
+			if defaultFrame && len(data) > 0 {
+				hasData = true
 			}
 		case "fdAT":
 			if !pastIDAT {
 				return nil, FormatError("fdAT before IDAT")
 			}
-			if len(d.frames) == 0 || defaultFrame && len(d.frames) == 1 {
+			if frames == 0 || defaultFrame && frames == 1 {
 				return nil, FormatError("fdAT without its fcTL")
 			}
 			if err := checkSeq(data, &seq); err != nil {
 				return nil, err
 			}
-			f := &d.frames[len(d.frames)-1]
-			f.data = append(f.data, data[4:])
+			if len(data) > 4 {
+				hasData = true
+			}
 		case "IEND":
 			ended = true
 		default:
@@ -382,10 +502,10 @@ func parse(b []byte) (*Decoder, error) {
 	if !pastIDAT {
 		return nil, FormatError("no IDAT chunk")
 	}
-	if len(d.frames) != numFrames {
-		return nil, FormatError(fmt.Sprintf("acTL says %d frames, the file has %d", numFrames, len(d.frames)))
+	if frames != numFrames {
+		return nil, FormatError(fmt.Sprintf("acTL says %d frames, the file has %d", numFrames, frames))
 	}
-	if len(d.frames[len(d.frames)-1].data) == 0 {
+	if !hasData {
 		return nil, FormatError("frame without data")
 	}
 	d.cfg.Frames = numFrames

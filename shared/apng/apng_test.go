@@ -551,3 +551,67 @@ func TestFirstFrameMatchesPNGDecoder(t *testing.T) {
 		t.Error("frame 0 differs from image/png's decode of the default image")
 	}
 }
+
+// emptyIDATs is the file of issue 19: a 1x1 animation whose one frame is
+// the default image, its data followed by n empty IDAT chunks.
+func emptyIDATs(t *testing.T, n int) []byte {
+	t.Helper()
+	cs := split(t, testmedia.APNG(1, 1, 1))
+	i := nth(cs, "IDAT", 0) + 1
+	head, tail := join(cs[:i]), join(cs[i:])[8:]
+	empty := join([]chunk{{"IDAT", nil}})[8:]
+	b := make([]byte, 0, len(head)+n*len(empty)+len(tail))
+	b = append(b, head...)
+	for range n {
+		b = append(b, empty...)
+	}
+	return append(b, tail...)
+}
+
+// The reader's bookkeeping does not grow with the chunks of a file: 4.3
+// million empty IDAT chunks (52 MB) are refused having allocated next to
+// nothing (a slice entry and readers per chunk took 2.3 GiB), and a frame
+// whose data comes in many one-byte chunks decodes for what its canvas
+// costs, not per chunk.
+func TestChunkBookkeepingBounded(t *testing.T) {
+	b := emptyIDATs(t, 4_300_000)
+	var err error
+	allocs := allocated(func() { _, err = apng.DecodeConfig(b) })
+	var fe apng.FormatError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "empty data chunks") {
+		t.Errorf("%d MB of empty IDAT chunks: %v, want a FormatError about empty chunks", len(b)>>20, err)
+	}
+	t.Logf("%d MB of empty IDAT chunks: refused after allocating %d bytes", len(b)>>20, allocs)
+	if allocs > 64<<10 {
+		t.Errorf("refusing %d MB of empty IDAT chunks allocated %d bytes", len(b)>>20, allocs)
+	}
+	// A few empty chunks are harmless and skipped.
+	if _, err := apng.DecodeFirst(emptyIDATs(t, 3), roomy); err != nil {
+		t.Errorf("three empty IDAT chunks: %v", err)
+	}
+
+	// A 128x128 frame of noise (about 64 KB compressed) cut into
+	// one-byte IDAT chunks: 850 KB of chunk headers.
+	src := testmedia.APNGOf(testmedia.APNGSpec{Width: 128, Height: 128, Frames: []testmedia.APNGFrame{{Image: noise(128, 128, 1)}}})
+	tiny := edit(t, src, func(cs []chunk) []chunk {
+		i := nth(cs, "IDAT", 0)
+		var bytewise []chunk
+		for _, c := range cs[i].data {
+			bytewise = append(bytewise, chunk{"IDAT", []byte{c}})
+		}
+		return append(cs[:i:i], append(bytewise, cs[i+1:]...)...)
+	})
+	want, err := apng.DecodeFirst(src, roomy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *image.NRGBA
+	allocs = allocated(func() { got, err = apng.DecodeFirst(tiny, roomy) })
+	if err != nil || !bytes.Equal(got.Pix, want.Pix) {
+		t.Fatalf("frame in one-byte chunks: %v, or pixels differ", err)
+	}
+	t.Logf("a 128x128 frame in %d one-byte chunks (%d KB): decoded allocating %d KB", len(tiny)/13, len(tiny)>>10, allocs>>10)
+	if limit := frameAllocs(128 * 128); allocs > limit {
+		t.Errorf("a 128x128 frame in one-byte chunks allocated %d bytes, over %d", allocs, limit)
+	}
+}

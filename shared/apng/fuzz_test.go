@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"image"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/misskey-lambda/media-proxy/shared/apng"
@@ -20,6 +21,10 @@ import (
 // palette with tRNS, grey and 16-bit frames, sub-frames at offsets, every
 // dispose and blend operation, a default image outside the animation, one
 // frame, a plain PNG and a truncated file.
+//
+// What the decoder allocates is checked too: reading the chunks allocates
+// a few kilobytes whatever the file holds (no entry per chunk or frame),
+// and each frame at most a bounded multiple of the canvas.
 //
 // Every chunk carries a CRC, so nearly every mutation would stop at the
 // first check: each input is also tried with its CRCs made right, which
@@ -53,7 +58,12 @@ func checkDecode(t *testing.T, b []byte) {
 	// Small limits keep each run fast; the checks are the same at any size.
 	lim := apng.Limits{MaxPixels: 1 << 18, MaxFrames: 16}
 	orig := bytes.Clone(b)
-	cfg, cfgErr := apng.DecodeConfig(b)
+	var cfg apng.Config
+	var cfgErr error
+	allocs := allocated(func() { cfg, cfgErr = apng.DecodeConfig(b) })
+	if allocs > parseAllocs {
+		t.Fatalf("DecodeConfig of %d bytes allocated %d bytes", len(b), allocs)
+	}
 	d, err := apng.NewDecoder(b, lim)
 	var fe apng.FormatError
 	switch {
@@ -80,7 +90,12 @@ func checkDecode(t *testing.T, b []byte) {
 	first, firstErr := apng.DecodeFirst(b, lim)
 	n := 0
 	for ; ; n++ {
-		fr, err := d.Next()
+		var fr apng.Frame
+		var err error
+		canvas := uint64(cfg.Width) * uint64(cfg.Height)
+		if allocs := allocated(func() { fr, err = d.Next() }); allocs > frameAllocs(canvas) {
+			t.Fatalf("frame %d of a %dx%d canvas allocated %d bytes", n, cfg.Width, cfg.Height, allocs)
+		}
 		if err == io.EOF {
 			break
 		}
@@ -112,4 +127,24 @@ func checkDecode(t *testing.T, b []byte) {
 	if !bytes.Equal(b, orig) {
 		t.Fatal("the decoder modified its input")
 	}
+}
+
+// parseAllocs bounds what reading a file's chunks may allocate: the
+// decoder, PLTE and tRNS, an error.
+const parseAllocs = 16 << 10
+
+// frameAllocs bounds what decoding one frame may allocate: image/png's
+// image (up to 8 bytes a pixel) and rows, its conversion, the canvas and a
+// saved region (4 bytes a pixel each), and the inflater's window.
+func frameAllocs(canvasPixels uint64) uint64 {
+	return 24*canvasPixels + 256<<10
+}
+
+// allocated is how many bytes of heap f allocated.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

@@ -73,6 +73,9 @@ func (b *Budget) Total() int64 { return b.total }
 // Held is how much is taken now.
 func (b *Budget) Held() int64 { return b.held.Load() }
 
+// Waiting is how many acquisitions are waiting now.
+func (b *Budget) Waiting() int { return len(b.slots) }
+
 // Acquire takes n bytes, waiting in the bounded queue if they are not free.
 // It returns how many it took: n, or the whole budget when n is larger, so
 // one source bigger than the budget runs alone rather than never. The
@@ -102,6 +105,21 @@ func (b *Budget) Acquire(ctx context.Context, n int64) (int64, error) {
 	}
 	b.held.Add(n)
 	return n, nil
+}
+
+// TryAcquire takes n bytes if they are free now and nobody is waiting
+// before it, and reports whether it did; it never waits. As Acquire, it
+// takes at most the whole budget and returns how much it took.
+func (b *Budget) TryAcquire(n int64) (int64, bool) {
+	if n <= 0 {
+		return 0, true
+	}
+	n = min(n, b.total)
+	if !b.sem.TryAcquire(n) {
+		return 0, false
+	}
+	b.held.Add(n)
+	return n, true
 }
 
 // Release gives back n bytes taken by Acquire.

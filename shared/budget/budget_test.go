@@ -200,28 +200,99 @@ func TestProcessMemory(t *testing.T) {
 	}
 }
 
-// TestBufferTrustsABackedClaim: once an eighth of the declared length has
-// arrived, the buffer grows to it in one step, leaving less garbage than
-// doubling all the way.
-func TestBufferTrustsABackedClaim(t *testing.T) {
-	b := New(Options{Bytes: 64 << 20})
-	const n = 10 << 20
-	x := b.Buffer(n)
-	// Each growth takes budget: count the distinct amounts held while the
-	// body arrives 1000 bytes at a time.
-	held := map[int64]bool{}
-	src := &trickle{data: make([]byte, n)}
-	r := readFunc(func(p []byte) (int, error) {
-		held[b.Held()] = true
-		return src.Read(p)
-	})
-	if err := x.Fill(context.Background(), r); err != nil {
+// TestBufferGrowsWithWhatArrives: a sender that declares 50 MiB, sends
+// over an eighth of it and stalls holds what it sent (doubling leaves at
+// most twice that), not the 50 MiB it declared.
+func TestBufferGrowsWithWhatArrives(t *testing.T) {
+	b := New(Options{Bytes: 256 << 20})
+	const declared = 50 << 20
+	sent := 8<<20 + 1 // fills an 8 MiB buffer: the next growth is due
+	x := b.Buffer(declared)
+	stall := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- x.Fill(context.Background(), &trickle{data: make([]byte, sent), stall: stall}) }()
+	// The growth past 8 MiB comes before the read that stalls.
+	waitFor(t, func() bool { return b.Held() >= int64(sent) })
+	held := b.Held()
+	close(stall)
+	<-done
+	t.Logf("declared %d MiB, sent %d KiB, stalled: %d KiB held", declared>>20, sent>>10, held>>10)
+	if held > 2*int64(sent) {
+		t.Errorf("declared %d MiB, sent %d KiB and stalled: %d KiB held, want at most twice what was sent", declared>>20, sent>>10, held>>10)
+	}
+	x.Release()
+}
+
+// TestTryReserveNeverWaits: with the budget taken, a buffer's TryReserve
+// fails at once with ErrWouldWait and takes nothing; with room, it takes
+// what it asked for. Bytes prepaid are used before the budget is asked.
+func TestTryReserveNeverWaits(t *testing.T) {
+	b := New(Options{Bytes: 1 << 20, MaxWait: time.Minute})
+	x := b.Buffer(-1)
+	if err := x.Fill(context.Background(), &trickle{data: make([]byte, 1000)}); err != nil {
 		t.Fatal(err)
 	}
-	// 64 KiB, 128, 256, 512 KiB, 1 MiB, 2 MiB (then 1.25 MiB are in: the
-	// claim is backed), 10 MiB: 7 allocations where doubling takes 9.
-	if len(held) != 7 || cap(x.buf) != n+probe {
-		t.Errorf("%d growths to a capacity of %d, want 7 to %d", len(held), cap(x.buf), n+probe)
+	other := b.Buffer(-1)
+	if err := other.Reserve(context.Background(), b.Total()-x.Held()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := x.TryReserve(1000)
+	var short *ShortError
+	if !errors.Is(err, ErrWouldWait) || !errors.As(err, &short) || time.Since(start) > time.Second {
+		t.Fatalf("TryReserve with the budget taken: %v after %v, want ErrWouldWait at once", err, time.Since(start))
+	}
+	if short.Need != firstGrowth+1000 {
+		t.Errorf("short by %d in all, want %d (the bytes' buffer and the reservation)", short.Need, firstGrowth+1000)
+	}
+	if x.Held() != firstGrowth {
+		t.Errorf("a failed TryReserve left %d held, want %d", x.Held(), firstGrowth)
+	}
+	other.Release()
+	if err := x.TryReserve(1000); err != nil || x.Held() != firstGrowth+1000 {
+		t.Errorf("TryReserve with room: %v, %d held", err, x.Held())
+	}
+	x.Release()
+
+	y := b.Buffer(5000)
+	if err := y.Prepay(context.Background(), 100_000); err != nil {
+		t.Fatal(err)
+	}
+	if err := y.Fill(context.Background(), &trickle{data: make([]byte, 5000)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := y.TryReserve(50_000); err != nil || y.Held() != 100_000 || b.Held() != 100_000 {
+		t.Errorf("within what was prepaid: %v, buffer holds %d, budget %d; want 100000", err, y.Held(), b.Held())
+	}
+	if _, ok := b.TryAcquire(b.Total()); ok {
+		t.Error("TryAcquire of the whole budget succeeded while some is held")
+	}
+	y.Release()
+	if b.Held() != 0 {
+		t.Errorf("held %d after release", b.Held())
+	}
+}
+
+// TestPrepaidBufferGrowsOnce: a buffer prepaid for its whole declared
+// length (a source fetched again) takes it in one allocation, leaving no
+// doubling's garbage behind.
+func TestPrepaidBufferGrowsOnce(t *testing.T) {
+	b := New(Options{Bytes: 64 << 20})
+	const n = 1 << 20
+	x := b.Buffer(n)
+	if err := x.Prepay(context.Background(), 2*n); err != nil {
+		t.Fatal(err)
+	}
+	caps := map[int]bool{}
+	src := &trickle{data: make([]byte, n)}
+	if err := x.Fill(context.Background(), readFunc(func(p []byte) (int, error) {
+		caps[cap(x.buf)] = true
+		return src.Read(p)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if len(caps) != 1 || !caps[n+probe] || b.Held() != 2*n {
+		t.Errorf("capacities %v, %d held; want one allocation of %d within the %d prepaid", caps, b.Held(), n+probe, 2*n)
 	}
 	x.Release()
 }

@@ -39,7 +39,7 @@ type Config struct {
 	// MaxConnections caps the local server's open connections.
 	MaxConnections int
 	// WriteTimeout drops a client whose response makes no progress (0:
-	// never).
+	// after 10 minutes, the longest allowed).
 	WriteTimeout time.Duration
 	// Store is where variants are kept.
 	Store Store

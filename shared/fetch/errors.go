@@ -24,6 +24,8 @@ var (
 	ErrTimeout = errors.New("timed out")
 	// ErrRemoteStatus: the remote answered with a non-2xx status.
 	ErrRemoteStatus = errors.New("unexpected remote status")
+	// ErrDowngrade: an https URL redirected to plain http.
+	ErrDowngrade = errors.New("redirect from https to http")
 )
 
 func badURL(msg string, err error) *problem.Error {

@@ -338,6 +338,12 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	if err != nil {
 		return &problem.Error{Status: http.StatusForbidden, Msg: "refusing redirect to " + Redact(req.URL), Err: err}
 	}
+	// Once on TLS, never off it: the bytes of an https URL are stored and
+	// served under its key, and a plain-http hop would let anyone on that
+	// path put their own there for every viewer.
+	if u.Scheme == "http" && slices.ContainsFunc(via, func(r *http.Request) bool { return r.URL.Scheme == "https" }) {
+		return &problem.Error{Status: http.StatusForbidden, Msg: "refusing redirect to " + Redact(req.URL), Err: ErrDowngrade}
+	}
 	// Request what a caller would key on had it asked for this URL.
 	req.URL, req.Host = u, u.Host
 	// Don't tell the next hop where we came from.

@@ -301,18 +301,26 @@ func TestDefaultUserAgent(t *testing.T) {
 	}
 }
 
-func TestHTTPS(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "secure")
-	}))
+// tlsOrigin serves h over TLS on loopback; its certificate, which pool
+// trusts, covers example.com, served on port.
+func tlsOrigin(t *testing.T, h http.Handler) (pool *x509.CertPool, port string) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
 	srv.Listener.Close()
 	srv.Listener = listen(t, "127.0.0.1:0")
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	pool := x509.NewCertPool()
+	pool = x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
-	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	target := "https://example.com:" + port + "/" // httptest's certificate covers example.com
+	_, port, _ = net.SplitHostPort(srv.Listener.Addr().String())
+	return pool, port
+}
+
+func TestHTTPS(t *testing.T) {
+	pool, port := tlsOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "secure")
+	}))
+	target := "https://example.com:" + port + "/"
 
 	cfg := Config{
 		Resolver:        staticResolver(map[string][]string{"example.com": {"127.0.0.1"}}),
@@ -1091,4 +1099,46 @@ func TestCallerGone(t *testing.T) {
 	}()
 	_, err := c.Get(ctx, srv.URL+"/slow.png")
 	checkErr(t, err, problem.StatusClientGone, context.Canceled)
+}
+
+// TestHTTPSNeverRedirectsToHTTP: an https URL that redirects to plain
+// http is refused (403) before the http hop is asked: its bytes would be
+// stored under the https URL's key for every viewer, and anyone on the
+// plain path could choose them. http to https, and http to http, are
+// followed.
+func TestHTTPSNeverRedirectsToHTTP(t *testing.T) {
+	var plainHits atomic.Int32
+	plain, _ := serveHTTP(t, listen(t, "127.0.0.1:0"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		plainHits.Add(1)
+		io.WriteString(w, "plain")
+	}))
+	pool, port := tlsOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/down":
+			http.Redirect(w, r, plain.URL+"/x", http.StatusFound)
+		case "/hop":
+			http.Redirect(w, r, "/down", http.StatusFound)
+		default:
+			io.WriteString(w, "secure")
+		}
+	}))
+	c := newTestClient(t, Config{
+		AllowedPrivate:  []netip.Prefix{loopback},
+		Resolver:        staticResolver(map[string][]string{"example.com": {"127.0.0.1"}}),
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+	})
+	for _, path := range []string{"/down", "/hop"} {
+		_, err := c.Get(t.Context(), "https://example.com:"+port+path)
+		checkErr(t, err, http.StatusForbidden, ErrDowngrade)
+	}
+	if n := plainHits.Load(); n != 0 {
+		t.Errorf("the plain http hop was asked %d times", n)
+	}
+	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "https://example.com:"+port+"/ok", http.StatusFound)
+	})
+	upgrading, _ := serveHTTP(t, listen(t, "127.0.0.1:0"), up)
+	if data, _, err := c.Fetch(t.Context(), upgrading.URL+"/"); err != nil || string(data) != "secure" {
+		t.Errorf("http redirecting to https: %q, %v", data, err)
+	}
 }

@@ -121,7 +121,9 @@ func newRequest(ctx context.Context, ev *events.LambdaFunctionURLRequest) (*http
 	if len(ev.Cookies) > 0 {
 		req.Header.Set("Cookie", strings.Join(ev.Cookies, "; "))
 	}
-	if ev.RequestContext.RequestID != "" && req.Header.Get("X-Amzn-Request-Id") == "" {
+	// The request's own id, never one a viewer sent in its place.
+	req.Header.Del("X-Amzn-Request-Id")
+	if ev.RequestContext.RequestID != "" {
 		req.Header.Set("X-Amzn-Request-Id", ev.RequestContext.RequestID)
 	}
 	return req, nil

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/problem"
@@ -61,6 +62,9 @@ type Runner struct {
 	Store    store.Store
 	// Canonical gives the form keys and fetches use, as the proxy's.
 	Canonical Canonicalizer
+	// Budget, when set, accounts for the buffers the store holds while a
+	// large body streams into it (store.WriteBuffer).
+	Budget *budget.Budget
 }
 
 // Run executes j. The error is non-nil exactly when the outcome is Retry;
@@ -140,10 +144,19 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 		Transform: res.Transform,
 	}
 	// A bytes.Reader is seekable, which S3 uploads over plain HTTP need;
-	// large passthroughs stream.
+	// large passthroughs stream, through the store's write buffers.
 	body := io.Reader(res.Body)
 	if res.Data != nil {
 		body = bytes.NewReader(res.Data)
+	} else if n := store.WriteBuffer(r.Store); n > 0 && r.Budget != nil {
+		// Taken without waiting, as the job holds the fetch meanwhile: a
+		// job can come back later at no viewer's expense.
+		got, ok := r.Budget.TryAcquire(n)
+		if !ok {
+			rep.Status = http.StatusServiceUnavailable
+			return rep, fmt.Errorf("store %s: %w: no %d bytes free for its write buffers", key, budget.ErrBusy, n)
+		}
+		defer r.Budget.Release(got)
 	}
 	if err := r.Store.Put(ctx, key, res.Meta, body); err != nil {
 		return rep, fmt.Errorf("store %s: %w", key, err)

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/jobs/jobstest"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -240,5 +244,105 @@ func TestRunnerRefusesBadJob(t *testing.T) {
 	rep, err := f.runner.Run(context.Background(), jobs.Job{URL: "file:///etc/passwd", Variant: variant.Emoji})
 	if err != nil || rep.Outcome != jobs.Failed {
 		t.Fatalf("%+v, %v; want failed, not retried", rep, err)
+	}
+}
+
+// TestBurstOfJobsNotRemembered: precompute jobs follow the proxy's rule
+// that waiting for a decode slot is the proxy's state, never the image's.
+// Many jobs of a valid SVG that renders slowly, run at once through one
+// slot under a short time limit, each end done or to be retried (a slot
+// not free in time), none failed or remembered; retried, each is done.
+// The limit adapts to the machine as the proxy's burst test does: 8r
+// (at least 2 s), the last job waiting longer than that for its slot.
+func TestBurstOfJobsNotRemembered(t *testing.T) {
+	origin := jobstest.NewOrigin(t)
+	svg := testmedia.SVGSlow(4000)
+	calib := newFixture(t, nil)
+	start := time.Now()
+	if rep, err := calib.runner.Run(context.Background(), jobs.Job{URL: origin.Add("/alone.svg", svg), Variant: variant.Emoji}); err != nil || rep.Outcome != jobs.Done {
+		t.Fatalf("alone: %+v, %v", rep, err)
+	}
+	r := time.Since(start)
+	limit := max(8*r, 2*time.Second).Round(time.Millisecond)
+	n := min(int(limit/r)+3, 40)
+
+	f := newFixture(t, map[string]string{"MEDIA_PROXY_TRANSFORM_CONCURRENCY": "1", "MEDIA_PROXY_TRANSFORM_TIMEOUT": limit.String()})
+	js := make([]jobs.Job, n)
+	reps := make([]jobs.Report, n)
+	var wg sync.WaitGroup
+	for i := range js {
+		js[i] = jobs.Job{URL: origin.Add(fmt.Sprintf("/burst-%d.svg", i), svg), Variant: variant.Emoji}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reps[i], _ = f.runner.Run(context.Background(), js[i])
+		}()
+	}
+	wg.Wait()
+	outcomes := map[jobs.Outcome]int{}
+	for _, rep := range reps {
+		outcomes[rep.Outcome]++
+	}
+	t.Logf("one job alone %v; %d at once through 1 slot with a limit of %v: %v", r.Round(time.Millisecond), n, limit, outcomes)
+	for i, rep := range reps {
+		if rep.Outcome != jobs.Done && rep.Outcome != jobs.Retry {
+			t.Errorf("job %d: %s (%d, %v)", i, rep.Outcome, rep.Status, rep.Err)
+		}
+		if status := f.failure(t, js[i]); status != 0 {
+			t.Errorf("job %d: a failure %d remembered", i, status)
+		}
+	}
+	for i, j := range js {
+		if rep, err := f.runner.Run(context.Background(), j); err != nil || (rep.Outcome != jobs.Done && rep.Outcome != jobs.Skipped) {
+			t.Errorf("job %d again: %+v, %v", i, rep, err)
+		}
+	}
+}
+
+// bufferedStore is a store that says it holds write buffers while a body
+// streams into it (as S3's upload does), and notes what the memory budget
+// held while it did.
+type bufferedStore struct {
+	store.Store
+	budget    *budget.Budget
+	heldInPut int64
+}
+
+func (s *bufferedStore) WriteBuffer() int64 { return 4 << 20 }
+
+func (s *bufferedStore) Put(ctx context.Context, key string, m store.Meta, body io.Reader) error {
+	s.heldInPut = s.budget.Held()
+	return s.Store.Put(ctx, key, m, body)
+}
+
+// TestRunnerStreamedPutAccounted: a job streaming a large body into the
+// store takes the store's write buffers from the memory budget for the
+// Put; with no room for them, it is retried later (a 503 of the proxy's
+// own, nothing remembered) rather than wait holding its fetch.
+func TestRunnerStreamedPutAccounted(t *testing.T) {
+	f := newFixture(t, nil)
+	mem := budget.New(budget.Options{Bytes: 64 << 20})
+	st := &bufferedStore{Store: f.store, budget: mem}
+	r := &jobs.Runner{Producer: f.runner.Producer, Store: st, Canonical: f.runner.Canonical, Budget: mem}
+	j := jobs.Job{URL: f.origin.Add("/clip.mp4", testmedia.MP4(9<<20)), Variant: variant.Original}
+
+	full := mem.Buffer(-1)
+	if err := full.Reserve(context.Background(), mem.Total()-1<<20); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Run(context.Background(), j)
+	if err == nil || rep.Outcome != jobs.Retry || rep.Status != http.StatusServiceUnavailable || f.failure(t, j) != 0 {
+		t.Errorf("no room for the write buffers: %+v, %v; want a retry, 503, nothing remembered", rep, err)
+	}
+	full.Release()
+	rep, err = r.Run(context.Background(), j)
+	if err != nil || rep.Outcome != jobs.Done {
+		t.Fatalf("with room: %+v, %v", rep, err)
+	}
+	if st.heldInPut < st.WriteBuffer() {
+		t.Errorf("the budget held %d bytes during the streamed Put, less than the store's %d of write buffers", st.heldInPut, st.WriteBuffer())
+	}
+	if mem.Held() != 0 {
+		t.Errorf("%d bytes held after the job", mem.Held())
 	}
 }

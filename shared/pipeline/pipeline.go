@@ -99,15 +99,54 @@ func New(f *fetch.Client, t *transform.Transformer, o Options) *Pipeline {
 	return &Pipeline{fetcher: f, transformer: t, opts: o}
 }
 
+// attempts bounds how often Produce lets go of a source to wait for the
+// memory its conversion needs with nothing held: once for the header
+// read, once for the decode. Past them the answer is 503.
+const attempts = 3
+
 // Produce fetches src, which must be in the fetcher's canonical form, and
 // makes kind k of it.
+//
+// A conversion never waits for memory while it holds its source: when
+// the budget cannot give the header read or the decode what they need at
+// once, the source is let go, the whole need (source and work) is waited
+// for with nothing held, and the source fetched again into it. Waiting
+// while holding would let requests that each hold a source, and wait for
+// the memory others hold, fill the budget and stall until the wait's
+// limit.
 func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*Result, error) {
 	start := time.Now()
+	var prepay int64
+	for attempt := 1; ; attempt++ {
+		res, err := p.produce(ctx, start, src, k, prepay)
+		var short *budget.ShortError
+		if !errors.As(err, &short) {
+			return res, err
+		}
+		if attempt == attempts {
+			return nil, busy(fmt.Errorf("%d attempts: %w", attempt, err))
+		}
+		prepay = max(prepay, short.Need)
+	}
+}
+
+// produce is one attempt of Produce, its buffer given prepay bytes of
+// budget before anything is fetched. A *budget.ShortError says what the
+// attempt needed in all and could not have at once.
+func (p *Pipeline) produce(ctx context.Context, start time.Time, src *url.URL, k variant.Kind, prepay int64) (*Result, error) {
+	buf := p.opts.Budget.Buffer(-1)
+	if prepay > 0 {
+		if err := buf.Prepay(ctx, prepay); err != nil {
+			buf.Release()
+			return nil, readError(ctx, err)
+		}
+	}
 	resp, err := p.fetcher.Get(ctx, src.String())
 	if err != nil {
+		buf.Release()
 		return nil, FetchError(ctx, err)
 	}
-	buf := p.opts.Budget.Buffer(resp.ContentLength)
+	buf.Expect(resp.ContentLength)
 	done := false
 	defer func() {
 		if !done {
@@ -181,7 +220,16 @@ func (p *Pipeline) Produce(ctx context.Context, src *url.URL, k variant.Kind) (*
 	}
 	resp.Body.Close()
 	fetched := time.Now()
-	out, err := p.transformer.Apply(ctx, buf.Bytes(), typ, k)
+	// The header read and the decode take their memory without waiting
+	// (see Produce).
+	plan, err := p.transformer.Plan(buf.Bytes(), typ, k, buf.TryReserve)
+	if err == nil {
+		err = buf.TryReserve(plan.Memory())
+	}
+	var out *transform.Output
+	if err == nil {
+		out, err = p.transformer.Run(ctx, plan)
+	}
 	if err != nil {
 		return nil, transformError(ctx, err)
 	}
@@ -225,20 +273,32 @@ func FetchError(ctx context.Context, err error) error {
 // also be the memory budget's.
 func readError(ctx context.Context, err error) error {
 	if errors.Is(err, budget.ErrBusy) {
-		return &problem.Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
+		return busy(err)
 	}
 	return FetchError(ctx, err)
 }
 
+// busy is the proxy's own contention (no memory, no decode slot in time,
+// a renderer stopped by a shutdown): 503 with Retry-After, never the
+// source's failure.
+func busy(err error) error {
+	return &problem.Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
+}
+
+// transformError is a failure of the conversion: the image's (422, or 404
+// when there is nothing to convert), or the proxy's own (busy, or every
+// client gone), which says nothing about the image.
 func transformError(ctx context.Context, err error) error {
-	status := http.StatusUnprocessableEntity
+	var short *budget.ShortError
 	switch {
-	case errors.Is(err, budget.ErrBusy):
-		return &problem.Error{Status: http.StatusServiceUnavailable, RetryAfter: BusyRetryAfter, Err: err}
+	case errors.As(err, &short):
+		return err // Produce waits for the need and tries again
+	case errors.Is(err, budget.ErrBusy), errors.Is(err, transform.ErrBusy), errors.Is(err, transform.ErrInterrupted):
+		return busy(err)
 	case errors.Is(err, transform.ErrNotConvertible), errors.Is(err, transform.ErrNoEntropy):
-		status = http.StatusNotFound
+		return &problem.Error{Status: http.StatusNotFound, Source: true, Err: err}
 	case ctx.Err() != nil:
 		return &problem.Error{Status: problem.Status(ctx.Err()), Err: err}
 	}
-	return &problem.Error{Status: status, Source: true, Err: err}
+	return &problem.Error{Status: http.StatusUnprocessableEntity, Source: true, Err: err}
 }

@@ -73,7 +73,8 @@ type Config struct {
 	// answering). Default 2 minutes.
 	StreamTimeout time.Duration
 	// WriteTimeout is how long a response may go without a write making
-	// progress before the client is dropped; 0 means no limit.
+	// progress before the client is dropped; 0 means the longest allowed,
+	// 10 minutes (a client that stops reading is always dropped).
 	WriteTimeout time.Duration
 	// InlineHitsBelow answers a stored variant smaller than this many
 	// bytes with its bytes instead of a redirect (0: always redirect), so
@@ -92,6 +93,7 @@ type Config struct {
 type Handler struct {
 	cfg         Config
 	noStore     bool
+	writeStall  time.Duration
 	log         *slog.Logger
 	flights     flights
 	placeholder []byte
@@ -111,6 +113,7 @@ func New(cfg Config) *Handler {
 	return &Handler{
 		cfg:         cfg,
 		noStore:     !cfg.Store.Keeps(),
+		writeStall:  writeStall(cfg.WriteTimeout),
 		log:         cfg.Logger,
 		placeholder: placeholderPNG(),
 	}
@@ -126,9 +129,11 @@ func (h *Handler) CommonHeaders() http.Header {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &record{id: requestID(r), outcome: "none"}
+	rec := &record{id: requestID(r), clientID: clientRequestID(r), outcome: "none"}
 	h.cfg.Headers.Set(w.Header())
-	h.serve(&firstByte{ResponseWriter: h.deadlines(w), start: start, rec: rec}, r, rec)
+	dw, extend := h.deadlines(w)
+	h.serve(&firstByte{ResponseWriter: dw, start: start, rec: rec}, r, rec)
+	extend()
 	h.logRequest(r, rec, time.Since(start))
 	if rec.aborted {
 		// The body broke off after its headers were sent: end the

@@ -539,7 +539,7 @@ func TestNonReadingClientReleased(t *testing.T) {
 		fmt.Fprintf(conn, "GET /v.mp4?url=%s HTTP/1.1\r\nHost: proxy\r\nX-Request-Id: %s\r\n\r\n", url.QueryEscape(src), id)
 		// Never read. The handler must return (and log) on its own.
 		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(string(logs.bytes()), `"request_id":"`+id+`"`) {
+		for !strings.Contains(string(logs.bytes()), `"client_request_id":"`+id+`"`) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: the handler is still writing to a client that does not read", id)
 			}

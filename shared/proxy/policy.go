@@ -316,10 +316,7 @@ func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Res
 // storeWriteBuffer is the memory the store holds while a body streams
 // into it (S3's part buffers), for the memory budget; 0 when it says none.
 func (h *Handler) storeWriteBuffer() int64 {
-	if b, ok := h.cfg.Store.(interface{ WriteBuffer() int64 }); ok {
-		return b.WriteBuffer()
-	}
-	return 0
+	return store.WriteBuffer(h.cfg.Store)
 }
 
 // sourceReader remembers the first read error of the origin's body, which

@@ -7,12 +7,16 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambdacontext"
+
 	"github.com/misskey-lambda/media-proxy/shared/emf"
 )
 
 // record collects what the request's log line reports.
 type record struct {
 	id, kind, outcome string
+	// clientID is the client's X-Request-Id, logged beside id, never as it.
+	clientID          string
 	status            int
 	bytesIn, bytesOut int64
 	fetch, transform  time.Duration
@@ -47,6 +51,9 @@ func (h *Handler) logRequest(r *http.Request, rec *record, took time.Duration) {
 		slog.Int64("transform_ms", rec.transform.Milliseconds()),
 		slog.Int64("ttfb_ms", rec.ttfb.Milliseconds()),
 		slog.Int64("duration_ms", took.Milliseconds()),
+	}
+	if rec.clientID != "" {
+		attrs = append(attrs, slog.String("client_request_id", rec.clientID))
 	}
 	if rec.aborted {
 		attrs = append(attrs, slog.Bool("aborted", true))
@@ -85,15 +92,27 @@ func requestMetrics(rec *record) []slog.Attr {
 	)
 }
 
+// requestID is the request's id in logs: on Lambda, the invocation's (the
+// one Lambda's own log lines and metrics carry), else one of our own. A
+// header is never it: any client can send any X-Request-Id (or
+// X-Amzn-Request-Id), which would then pass for another request's, or
+// Lambda's, in the logs.
 func requestID(r *http.Request) string {
-	for _, h := range []string{"X-Amzn-Request-Id", "X-Request-Id"} {
-		if v := r.Header.Get(h); v != "" && len(v) <= 128 {
-			return v
-		}
+	if lc, ok := lambdacontext.FromContext(r.Context()); ok && lc.AwsRequestID != "" {
+		return lc.AwsRequestID
 	}
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// clientRequestID is the client's X-Request-Id (a reverse proxy's, say),
+// logged as its own field so the two can be matched; at most 128 bytes.
+func clientRequestID(r *http.Request) string {
+	if v := r.Header.Get("X-Request-Id"); len(v) <= 128 {
+		return v
+	}
+	return ""
 }
 
 // firstByte notes in rec when the response starts, for its ttfb.

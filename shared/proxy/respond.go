@@ -180,20 +180,38 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
-// deadlines wraps w so that every write must make progress within
-// WriteTimeout: a client that stops reading is dropped instead of pinning
-// its body in memory, while a slow but reading client can take as long
-// as it needs. Where the connection has no deadlines (Lambda's adapter),
-// w is returned as is.
-func (h *Handler) deadlines(w http.ResponseWriter) http.ResponseWriter {
-	if h.cfg.WriteTimeout <= 0 {
-		return w
+// maxWriteStall is the longest a response may go without a write making
+// progress, whatever WriteTimeout says: 0 means this, not "never", so a
+// client that stops reading is always dropped and never pins a response
+// (nor what it holds) for good.
+const maxWriteStall = 10 * time.Minute
+
+// writeStall is how long a response may go without progress: WriteTimeout,
+// or maxWriteStall for 0.
+func writeStall(d time.Duration) time.Duration {
+	if d <= 0 {
+		return maxWriteStall
 	}
+	return d
+}
+
+// deadlines wraps w so that every write, header and flush must make
+// progress within the handler's write stall: a client that stops reading
+// is dropped instead of pinning its body in memory, while a slow but
+// reading client can take as long as it needs. The deadline moves with
+// each of them, not once from the request's start, so an answer that
+// waited (for a slow origin, a decode slot, a stored copy) still gets the
+// whole stall to leave. extend moves it once more: for what net/http
+// writes after the handler returns (a HEAD's, a 302's or a 304's headers,
+// a chunked body's end). Where the connection has no deadlines (Lambda's
+// adapter), w is returned as is.
+func (h *Handler) deadlines(w http.ResponseWriter) (dw http.ResponseWriter, extend func()) {
 	rc := http.NewResponseController(w)
-	if err := rc.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout)); errors.Is(err, http.ErrNotSupported) {
-		return w
+	d := &deadlineWriter{ResponseWriter: w, rc: rc, idle: h.writeStall}
+	if err := d.extend(); errors.Is(err, http.ErrNotSupported) {
+		return w, func() {}
 	}
-	return &deadlineWriter{ResponseWriter: w, rc: rc, idle: h.cfg.WriteTimeout}
+	return d, func() { d.extend() }
 }
 
 // writeChunk is how much one write may carry before the deadline moves.
@@ -205,11 +223,20 @@ type deadlineWriter struct {
 	idle time.Duration
 }
 
+func (d *deadlineWriter) extend() error {
+	return d.rc.SetWriteDeadline(time.Now().Add(d.idle))
+}
+
+func (d *deadlineWriter) WriteHeader(status int) {
+	d.extend()
+	d.ResponseWriter.WriteHeader(status)
+}
+
 func (d *deadlineWriter) Write(p []byte) (int, error) {
 	var written int
 	for len(p) > 0 {
 		chunk := p[:min(len(p), writeChunk)]
-		d.rc.SetWriteDeadline(time.Now().Add(d.idle))
+		d.extend()
 		n, err := d.ResponseWriter.Write(chunk)
 		written += n
 		if err != nil {
@@ -218,6 +245,12 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// FlushError is what http.ResponseController.Flush calls.
+func (d *deadlineWriter) FlushError() error {
+	d.extend()
+	return d.rc.Flush()
 }
 
 func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }

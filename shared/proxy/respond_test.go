@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -153,5 +155,41 @@ func TestErrorReplies(t *testing.T) {
 	h.writeError(rec, httptest.NewRequest("GET", "/x", nil), &record{}, reply{status: 502, source: true}, true)
 	if rec.Code != 200 || rec.Header().Get("Content-Type") != "image/png" || rec.Header().Get("Cache-Control") != "max-age=10" {
 		t.Errorf("fallback: %d %v", rec.Code, rec.Header())
+	}
+}
+
+// TestNoWriteTimeoutStillBounded: MEDIA_PROXY_WRITE_TIMEOUT=0 does not
+// mean never: a response that makes no progress is dropped after
+// maxWriteStall. (With no deadline at all, a client that never reads held
+// its response, and what the response holds, for good.) The stall is
+// shortened here to see the drop happen.
+func TestNoWriteTimeoutStillBounded(t *testing.T) {
+	h := New(Config{WriteTimeout: 0})
+	if h.writeStall != maxWriteStall {
+		t.Fatalf("WriteTimeout 0: responses may stall %v, want %v", h.writeStall, maxWriteStall)
+	}
+	h.writeStall = 200 * time.Millisecond
+	done := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dw, extend := h.deadlines(w)
+		_, err := dw.Write(make([]byte, 64<<20))
+		extend()
+		done <- err
+	}))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: proxy\r\n\r\n") // and never read
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("64 MiB written to a client that reads nothing")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a client that never reads still holds its response after 30 s")
 	}
 }

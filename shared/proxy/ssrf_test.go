@@ -160,9 +160,10 @@ type stackOptions struct {
 	proxy    func(*http.Request) (*url.URL, error)
 	store    store.Store // default: a directory store
 	// Handler settings, as service.New sets them on Lambda or locally.
-	inlineLimit int64
-	streamLimit int64
-	precompute  jobs.Enqueuer
+	inlineLimit  int64
+	streamLimit  int64
+	precompute   jobs.Enqueuer
+	writeTimeout time.Duration
 }
 
 // newStack builds the proxy from its packages, as service.New does, but
@@ -199,14 +200,15 @@ func newStack(t *testing.T, o stackOptions) *httptest.Server {
 	})
 	t.Cleanup(f.CloseIdleConnections)
 	h := proxy.New(proxy.Config{
-		Pipeline:    testPipeline(f),
-		Canonical:   f.Canonical,
-		Store:       o.store,
-		Headers:     testHeaders,
-		Logger:      log,
-		InlineLimit: o.inlineLimit,
-		StreamLimit: o.streamLimit,
-		Precompute:  o.precompute,
+		Pipeline:     testPipeline(f),
+		Canonical:    f.Canonical,
+		Store:        o.store,
+		Headers:      testHeaders,
+		Logger:       log,
+		InlineLimit:  o.inlineLimit,
+		StreamLimit:  o.streamLimit,
+		Precompute:   o.precompute,
+		WriteTimeout: o.writeTimeout,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,7 +45,8 @@ const (
 	minPartSize = 5 << 20
 	// SigV4 presigned URLs live at most a week.
 	maxPresignTTL = 7 * 24 * time.Hour
-	// Parts uploaded at once: memory is about PartSize * (concurrency + 2).
+	// Parts uploaded at once: memory is PartSize * (concurrency + 2) (see
+	// WriteBuffer).
 	uploadConcurrency = 2
 
 	// A presigned URL is signed by credentials and dies with them: stop
@@ -66,9 +68,13 @@ const (
 	// asks for expires and is recomputed on demand. The window is wider
 	// than publicMaxAge, so normally the cap on redirects below never bites.
 	renewWindow = 3 * 24 * time.Hour
-	// A renewal is a server-side copy within the lookup's time; an object
-	// too large to copy that fast is left to expire.
-	renewTimeout = time.Second
+	// A renewal is a server-side copy, run beside the lookup that found
+	// the object in its window, never in its way. One is tried per object
+	// per renewRetry in a process: concurrent lookups share it, and one
+	// that failed (or timed out: an object too large to copy that fast)
+	// is not tried again for that long.
+	renewTimeout = 10 * time.Second
+	renewRetry   = time.Hour
 
 	cacheControl = "max-age=31536000, immutable"
 	// Aborting a failed multipart upload gets its own time, since the
@@ -147,6 +153,40 @@ type Store struct {
 	// unconditional is set once the server refuses If-None-Match: *, so
 	// later writes go without it (last writer wins, with equal bytes).
 	unconditional atomic.Bool
+	renewals      renewals
+}
+
+// renewals remembers, per object, when a renewal was last started in this
+// process (see renewRetry), and waits for those in flight.
+type renewals struct {
+	mu      sync.Mutex
+	started map[string]time.Time
+	swept   time.Time
+	wg      sync.WaitGroup
+}
+
+// claim reports whether a renewal of k may start at now, and notes it.
+// Entries older than renewRetry are dropped now and then, so the map
+// holds the objects renewed within the last renewRetry or so.
+func (r *renewals) claim(k string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started == nil {
+		r.started = map[string]time.Time{}
+	}
+	if at, ok := r.started[k]; ok && now.Sub(at) < renewRetry {
+		return false
+	}
+	if now.Sub(r.swept) > renewRetry {
+		for key, at := range r.started {
+			if now.Sub(at) >= renewRetry {
+				delete(r.started, key)
+			}
+		}
+		r.swept = now
+	}
+	r.started[k] = now
+	return true
 }
 
 var _ store.Store = (*Store)(nil)
@@ -263,7 +303,8 @@ func (s *Store) Lookup(ctx context.Context, key string) (*store.Entry, error) {
 
 // life is how long the object k, as its HEAD out describes it, stays in
 // the bucket; mortal is false when no lifecycle rule is known to delete
-// it. An object near its end is renewed first.
+// it. An object near its end is renewed beside the lookup (see renew):
+// this lookup still answers with the life the object has now.
 func (s *Store) life(ctx context.Context, k string, out *s3.HeadObjectOutput) (life time.Duration, mortal bool) {
 	ends, mortal := s.expiry(out.LastModified, out.Expiration)
 	if !mortal {
@@ -274,22 +315,25 @@ func (s *Store) life(ctx context.Context, k string, out *s3.HeadObjectOutput) (l
 	if out.LastModified != nil {
 		window = min(window, ends.Sub(*out.LastModified)/2)
 	}
-	if ends.Sub(now) < window {
-		if renewed, ok := s.renew(ctx, k, out); ok {
-			ends = renewed
-		}
+	if ends.Sub(now) < window && s.renewals.claim(k, now) {
+		s.renewals.wg.Add(1)
+		go func() {
+			defer s.renewals.wg.Done()
+			s.renew(context.WithoutCancel(ctx), k, out)
+		}()
 	}
 	return ends.Sub(now), true
 }
 
 // renew copies k onto itself with the metadata it has (a copy must change
 // something, so the metadata is "replaced" by the same), which restarts
-// its lifecycle age, and returns its new expiry. A failure is not an
-// error: the object then expires as planned and is recomputed.
-func (s *Store) renew(ctx context.Context, k string, out *s3.HeadObjectOutput) (time.Time, bool) {
+// its lifecycle age. A failure is not an error: the object then expires
+// as planned and is recomputed. (On Lambda a copy still running when the
+// invocation ends goes on when the process is next thawed, or times out.)
+func (s *Store) renew(ctx context.Context, k string, out *s3.HeadObjectOutput) {
 	ctx, cancel := context.WithTimeout(ctx, renewTimeout)
 	defer cancel()
-	copied, err := s.client.CopyObject(ctx, &s3.CopyObjectInput{
+	s.client.CopyObject(ctx, &s3.CopyObjectInput{
 		Bucket:             &s.cfg.Bucket,
 		Key:                &k,
 		CopySource:         aws.String(s.cfg.Bucket + "/" + escapeKey(k)),
@@ -299,12 +343,10 @@ func (s *Store) renew(ctx context.Context, k string, out *s3.HeadObjectOutput) (
 		CacheControl:       out.CacheControl,
 		Metadata:           out.Metadata,
 	})
-	if err != nil {
-		return time.Time{}, false
-	}
-	written := s.now()
-	return s.expiry(&written, copied.Expiration)
 }
+
+// waitRenewals waits for the renewals in flight (tests).
+func (s *Store) waitRenewals() { s.renewals.wg.Wait() }
 
 // expiry is when the bucket's lifecycle rule deletes an object last
 // written at written: the earlier of what S3 says (x-amz-expiration) and
@@ -638,8 +680,10 @@ func nonEmpty(v string) *string {
 }
 
 // WriteBuffer is the memory a streamed Put holds at most: the parts the
-// upload manager reads ahead and sends at once. The proxy takes it from
-// its memory budget before streaming a large body into the store.
+// upload manager reads ahead and sends at once. That is its pool of
+// uploadConcurrency+1 part buffers, and the first part, which it reads
+// (io.ReadAll) outside the pool. The proxy takes it from its memory
+// budget before streaming a large body into the store.
 func (s *Store) WriteBuffer() int64 {
-	return s.cfg.PartSize * (uploadConcurrency + 1)
+	return s.cfg.PartSize * (uploadConcurrency + 2)
 }

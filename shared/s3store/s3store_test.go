@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -724,9 +725,13 @@ func TestErrorClassification(t *testing.T) {
 // x-amz-copy-source) and can refuse them.
 type lifecycleFront struct {
 	*httptest.Server
-	mu             sync.Mutex
-	copies         int
-	refuseCopies   bool
+	mu           sync.Mutex
+	copies       int
+	copied       int // copies S3 answered 200
+	refuseCopies bool
+	// gate, when set, holds each copy until it is closed; arrived hears
+	// of each copy as it comes.
+	gate, arrived  chan struct{}
 	headExpiration string // x-amz-expiration on HEAD answers, if set
 	copyExpiration string // and on copy answers
 }
@@ -745,6 +750,9 @@ func newLifecycleFront(t *testing.T, endpoint string) *lifecycleFront {
 		v := f.headExpiration
 		if resp.Request.Header.Get("X-Amz-Copy-Source") != "" {
 			v = f.copyExpiration
+			if resp.StatusCode == http.StatusOK {
+				f.copied++
+			}
 		} else if resp.Request.Method != http.MethodHead {
 			v = ""
 		}
@@ -757,8 +765,14 @@ func newLifecycleFront(t *testing.T, endpoint string) *lifecycleFront {
 		if r.Header.Get("X-Amz-Copy-Source") != "" {
 			f.mu.Lock()
 			f.copies++
-			refuse := f.refuseCopies
+			refuse, gate, arrived := f.refuseCopies, f.gate, f.arrived
 			f.mu.Unlock()
+			if arrived != nil {
+				arrived <- struct{}{}
+			}
+			if gate != nil {
+				<-gate
+			}
 			if refuse {
 				w.Header().Set("Content-Type", "application/xml")
 				w.WriteHeader(http.StatusForbidden)
@@ -806,18 +820,26 @@ func lifecycleSetup(t *testing.T) (e s3Env, f *lifecycleFront, bucket string, wr
 	return e, f, bucket, *head.LastModified
 }
 
-// lookupAt looks the variant up through the front with the store's clock
-// at written+at.
-func lookupAt(t *testing.T, e s3Env, f *lifecycleFront, cfg Config, written time.Time, at time.Duration) *store.Entry {
-	t.Helper()
+// frontStore is a store talking to S3 through the front, its clock at
+// written+at.
+func frontStore(e s3Env, f *lifecycleFront, cfg Config, written time.Time, at time.Duration) *Store {
 	fe := e
 	fe.endpoint = f.URL
 	s := New(newClient(fe, staticCreds(e)), nil, cfg)
 	s.now = func() time.Time { return written.Add(at) }
+	return s
+}
+
+// lookupAt looks the variant up through the front with the store's clock
+// at written+at, and waits for a renewal it started.
+func lookupAt(t *testing.T, e s3Env, f *lifecycleFront, cfg Config, written time.Time, at time.Duration) *store.Entry {
+	t.Helper()
+	s := frontStore(e, f, cfg, written, at)
 	en, err := s.Lookup(t.Context(), "v1/emoji/a")
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.waitRenewals()
 	return en
 }
 
@@ -855,11 +877,18 @@ func TestRedirectsNeverOutliveObjects(t *testing.T) {
 		}
 	}
 
-	// Renewed: a new life, so the redirect is cacheable as usual again...
+	// Renewed: copied onto itself, which starts its life again (the
+	// lookup that renews answers with the life it found)...
 	f.set(false, "", "")
 	en := lookupAt(t, e, f, cdn, written, lifetime-2*time.Hour)
-	if en.RedirectMaxAge != publicMaxAge || f.copyCount() != 4 {
-		t.Errorf("renewed: RedirectMaxAge %v after %d copies, want %v after 4", en.RedirectMaxAge, f.copyCount(), publicMaxAge)
+	if en.RedirectMaxAge != 2*time.Hour-cacheMargin || f.copyCount() != 4 {
+		t.Errorf("renewing: RedirectMaxAge %v after %d copies, want %v after 4", en.RedirectMaxAge, f.copyCount(), 2*time.Hour-cacheMargin)
+	}
+	f.mu.Lock()
+	copied := f.copied
+	f.mu.Unlock()
+	if copied != 1 {
+		t.Errorf("%d copies succeeded, want 1", copied)
 	}
 	// ...and the object is served exactly as before.
 	direct := New(newClient(e, staticCreds(e)), nil, Config{Bucket: bucket})
@@ -900,11 +929,138 @@ func TestRedirectsFollowS3Expiration(t *testing.T) {
 		t.Errorf("configured lifetime earlier than S3's date: RedirectMaxAge %v, want %v", en.RedirectMaxAge, 2*time.Hour-cacheMargin)
 	}
 
-	// The copy's answer carries the new expiry.
-	f.set(false, expirationHeader(ends), expirationHeader(written.Add(2*days30)))
-	if en := lookupAt(t, e, f, cdn, written, days30); en.RedirectMaxAge != publicMaxAge || f.copyCount() != 3 {
-		t.Errorf("renewed: RedirectMaxAge %v after %d copies, want %v after 3", en.RedirectMaxAge, f.copyCount(), publicMaxAge)
+	// Renewed beside the lookup, which answers with the life it found.
+	f.set(false, expirationHeader(ends), "")
+	if en := lookupAt(t, e, f, cdn, written, days30); en.RedirectMaxAge != 5*time.Hour-cacheMargin || f.copyCount() != 3 {
+		t.Errorf("renewing: RedirectMaxAge %v after %d copies, want %v after 3", en.RedirectMaxAge, f.copyCount(), 5*time.Hour-cacheMargin)
 	}
+}
+
+// TestRenewalOncePerWindow: lookups in the renewal window renew the object
+// once per process however many come at once, beside the lookups rather
+// than in their way; a renewal that failed is not tried again on every
+// hit (each was a PUT-priced request and up to a second), only after
+// renewRetry.
+func TestRenewalOncePerWindow(t *testing.T) {
+	e, f, bucket, written := lifecycleSetup(t)
+	const lifetime = 30 * 24 * time.Hour
+	cfg := Config{Bucket: bucket, PublicBaseURL: "https://cdn.example", Lifetime: lifetime}
+	s := frontStore(e, f, cfg, written, lifetime-2*time.Hour)
+
+	// The copy is held until the lookups are done: none waits for it.
+	gate, arrived := make(chan struct{}), make(chan struct{}, 64)
+	f.mu.Lock()
+	f.gate, f.arrived = gate, arrived
+	f.mu.Unlock()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Lookup(context.Background(), "v1/emoji/a"); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	<-arrived
+	answered := make(chan struct{})
+	go func() { wg.Wait(); close(answered) }()
+	select {
+	case <-answered: // all of them, while the copy is still held
+	case <-time.After(renewTimeout / 2):
+		t.Error("the lookups wait for the renewal")
+	}
+	close(gate)
+	<-answered
+	s.waitRenewals()
+	if n := f.copyCount(); n != 1 {
+		t.Errorf("20 lookups at once in the renewal window: %d copies, want 1", n)
+	}
+
+	// A renewal that fails is remembered.
+	f.mu.Lock()
+	f.gate, f.arrived = nil, nil
+	f.mu.Unlock()
+	f.set(true, "", "")
+	failing := frontStore(e, f, cfg, written, lifetime-2*time.Hour)
+	for range 5 {
+		if _, err := failing.Lookup(t.Context(), "v1/emoji/a"); err != nil {
+			t.Fatal(err)
+		}
+		failing.waitRenewals()
+	}
+	if n := f.copyCount(); n != 2 {
+		t.Errorf("5 lookups after a failed renewal: %d copies in all, want 2", n)
+	}
+	failing.now = func() time.Time { return written.Add(lifetime - 2*time.Hour + renewRetry) }
+	if _, err := failing.Lookup(t.Context(), "v1/emoji/a"); err != nil {
+		t.Fatal(err)
+	}
+	failing.waitRenewals()
+	if n := f.copyCount(); n != 3 {
+		t.Errorf("a lookup renewRetry after the failure: %d copies in all, want 3", n)
+	}
+}
+
+// TestWriteBufferCoversReadAhead: a streamed Put holds no more of its
+// body than WriteBuffer says, which the proxy takes from its memory
+// budget. With every part upload held, the upload manager reads ahead
+// its first part (outside its pool of part buffers) and a pool's worth,
+// then stops: what it has read is what it holds.
+func TestWriteBufferCoversReadAhead(t *testing.T) {
+	e := testEnv(t)
+	client, bucket := newBucket(t, e)
+	gate := make(chan struct{})
+	var parts sync.WaitGroup
+	target, _ := url.Parse(e.endpoint)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("partNumber") {
+			parts.Add(1)
+			defer parts.Done()
+			<-gate
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	fe := e
+	fe.endpoint = front.URL
+	s := New(newClient(fe, staticCreds(e)), nil, Config{Bucket: bucket, PartSize: minPartSize})
+	_ = client
+
+	body := &countingReader{r: stream(2, 64<<20)}
+	done := make(chan error, 1)
+	go func() { done <- s.Put(context.Background(), "ahead", testMeta, body) }()
+	// Wait until reading stops: the pool is empty and the parts held.
+	var last int64 = -1
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		n := body.n.Load()
+		if n == last && n > 0 {
+			break
+		}
+		last = n
+	}
+	read := body.n.Load()
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("with the part uploads held, the upload read %d MiB ahead; WriteBuffer says %d MiB", read>>20, s.WriteBuffer()>>20)
+	if read > s.WriteBuffer() {
+		t.Errorf("read %d bytes ahead of its uploads, over WriteBuffer's %d", read, s.WriteBuffer())
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func TestParseExpiration(t *testing.T) {

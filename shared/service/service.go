@@ -83,7 +83,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		stream = cfg.LambdaStreamLimit
 	}
 	pl := pipeline.New(fetcher, tr, pipeline.Options{InMemory: inMemory, MaxConvertSize: cfg.MaxConvertSize, Budget: mem})
-	runner := &jobs.Runner{Producer: pl, Store: st, Canonical: fetcher.Canonical}
+	runner := &jobs.Runner{Producer: pl, Store: st, Canonical: fetcher.Canonical, Budget: mem}
 	queue, err := OpenQueue(ctx, cfg, runner, log)
 	if err != nil {
 		return nil, err

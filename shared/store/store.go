@@ -56,6 +56,15 @@ type Store interface {
 	Keeps() bool
 }
 
+// WriteBuffer is the memory st holds while a body streams into it (S3's
+// part buffers), for the memory budget; 0 when it says none.
+func WriteBuffer(st Store) int64 {
+	if b, ok := st.(interface{ WriteBuffer() int64 }); ok {
+		return b.WriteBuffer()
+	}
+	return 0
+}
+
 // None stores nothing: every request does the work (benchmarks use it).
 type None struct{}
 

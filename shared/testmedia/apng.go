@@ -108,6 +108,9 @@ type APNGSpec struct {
 	// the canvas).
 	Default image.Image
 	Frames  []APNGFrame
+	// Chunks are written right after IHDR: colour chunks (iCCP, gAMA,
+	// ...), see [PNGColourChunks].
+	Chunks []PNGChunk
 }
 
 // APNGOf builds the APNG s describes, chunk by chunk as written, without
@@ -128,6 +131,9 @@ func APNGOf(s APNGSpec) []byte {
 	hdr := binary.BigEndian.AppendUint32(nil, uint32(s.Width))
 	hdr = binary.BigEndian.AppendUint32(hdr, uint32(s.Height))
 	writeChunk(&b, "IHDR", append(hdr, format...))
+	for _, c := range s.Chunks {
+		writeChunk(&b, c.Type, c.Data)
+	}
 	actl := binary.BigEndian.AppendUint32(nil, uint32(len(s.Frames)))
 	actl = binary.BigEndian.AppendUint32(actl, uint32(s.Plays))
 	writeChunk(&b, "acTL", actl)

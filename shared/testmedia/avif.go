@@ -15,6 +15,7 @@ import (
 
 // avifItem is one image item taken from a single-image AVIF.
 type avifItem struct {
+	typ   string   // item type; "" is a coded image, av01
 	props [][]byte // whole property boxes, in ipco order
 	data  []byte
 }
@@ -87,38 +88,108 @@ func fullbox(typ string, version byte, payload ...[]byte) []byte {
 func AVIFPrimarySecond(first, primary []byte, thumbnail bool) []byte {
 	ftyp, hdlr, a := readAVIFItem(first)
 	_, _, b := readAVIFItem(primary)
+	var refs []byte
+	if thumbnail {
+		// thmb: item 1 is a thumbnail of item 2.
+		refs = mkbox("thmb", []byte{0, 1}, []byte{0, 1}, []byte{0, 2})
+	}
+	return buildAVIF(ftyp, hdlr, []avifItem{a, b}, 2, refs)
+}
 
-	items := []avifItem{a, b}
+// AVIFGrid lays single-image AVIFs of one size out as a grid image, cols
+// tiles wide, the way sharp-pitm.avif (sharp's test fixture) and cameras
+// store large pictures: the tiles are items 1..n, each a coded image of
+// its own, and the grid is item n+1, the primary item (pitm), which
+// references them (iref dimg) and has no coded data of its own, only the
+// grid's layout and output size. The picture is the grid; a decoder that
+// shows item 1, or "page 0", shows its top-left tile.
+func AVIFGrid(cols int, tiles ...[]byte) []byte {
+	if cols < 1 || len(tiles)%cols != 0 || len(tiles) > 255 {
+		panic(fmt.Sprintf("testmedia: %d tiles do not make rows of %d", len(tiles), cols))
+	}
+	var ftyp, hdlr []byte
+	items := make([]avifItem, len(tiles), len(tiles)+1)
+	for i, t := range tiles {
+		ftyp, hdlr, items[i] = readAVIFItem(t)
+	}
+	w, h := ispeSize(items[0].props)
+	for _, it := range items {
+		if tw, th := ispeSize(it.props); tw != w || th != h {
+			panic(fmt.Sprintf("testmedia: grid tiles of %dx%d and %dx%d", w, h, tw, th))
+		}
+	}
+	rows := len(tiles) / cols
+	gw, gh := uint32(cols)*w, uint32(rows)*h
+	if gw > 0xffff || gh > 0xffff {
+		panic("testmedia: grid over 65535 pixels wide or high")
+	}
+	// ImageGrid: version 0, flags 0 (16-bit sizes), rows-1, columns-1,
+	// output width and height.
+	layout := []byte{0, 0, byte(rows - 1), byte(cols - 1)}
+	layout = binary.BigEndian.AppendUint16(layout, uint16(gw))
+	layout = binary.BigEndian.AppendUint16(layout, uint16(gh))
+	ispe := fullbox("ispe", 0, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, gw), gh))
+	items = append(items, avifItem{typ: "grid", props: [][]byte{ispe}, data: layout})
+
+	grid := uint16(len(items))
+	dimg := binary.BigEndian.AppendUint16(nil, grid)
+	dimg = binary.BigEndian.AppendUint16(dimg, uint16(len(tiles)))
+	for i := range tiles {
+		dimg = binary.BigEndian.AppendUint16(dimg, uint16(i+1))
+	}
+	return buildAVIF(ftyp, hdlr, items, grid, mkbox("dimg", dimg))
+}
+
+// ispeSize is the image size an item's ispe property declares.
+func ispeSize(props [][]byte) (w, h uint32) {
+	for _, p := range props {
+		if string(p[4:8]) == "ispe" {
+			return binary.BigEndian.Uint32(p[12:]), binary.BigEndian.Uint32(p[16:])
+		}
+	}
+	panic("testmedia: item without ispe")
+}
+
+// buildAVIF writes items as items 1..n of one file whose primary item is
+// primary; refs are the iref box's references, if any. Every item's data
+// goes in mdat, in item order.
+func buildAVIF(ftyp, hdlr []byte, items []avifItem, primary uint16, refs []byte) []byte {
 	var iinf, ipco, ipma bytes.Buffer
-	iinf.Write([]byte{0, 2}) // entry count
-	ipma.Write([]byte{0, 0, 0, 2})
+	iinf.Write(binary.BigEndian.AppendUint16(nil, uint16(len(items)))) // entry count
+	ipma.Write(binary.BigEndian.AppendUint32(nil, uint32(len(items))))
 	prop := 0
 	for i, it := range items {
 		id := uint16(i + 1)
-		infe := fullbox("infe", 2, binary.BigEndian.AppendUint16(nil, id), []byte{0, 0}, []byte("av01"), []byte{0})
+		typ := it.typ
+		if typ == "" {
+			typ = "av01"
+		}
+		infe := fullbox("infe", 2, binary.BigEndian.AppendUint16(nil, id), []byte{0, 0}, []byte(typ), []byte{0})
 		iinf.Write(infe)
 		binary.Write(&ipma, binary.BigEndian, id)
 		ipma.WriteByte(byte(len(it.props)))
-		for j, p := range it.props {
+		for _, p := range it.props {
 			ipco.Write(p)
 			prop++
+			if prop > 0x7f {
+				panic("testmedia: too many AVIF properties for 7-bit ipma indices")
+			}
 			idx := byte(prop)
-			if j == 0 { // av1C is essential
+			if string(p[4:8]) == "av1C" { // the codec configuration is essential
 				idx |= 0x80
 			}
 			ipma.WriteByte(idx)
 		}
 	}
 	var iref []byte
-	if thumbnail {
-		// thmb: item 1 is a thumbnail of item 2.
-		ref := mkbox("thmb", []byte{0, 1}, []byte{0, 1}, []byte{0, 2})
-		iref = fullbox("iref", 0, ref)
+	if refs != nil {
+		iref = fullbox("iref", 0, refs)
 	}
 	// iloc with placeholder base offsets, fixed up once the layout is known.
 	iloc := func(base uint32) []byte {
 		var p bytes.Buffer
-		p.Write([]byte{0x44, 0x40, 0, byte(len(items))})
+		p.Write([]byte{0x44, 0x40})
+		p.Write(binary.BigEndian.AppendUint16(nil, uint16(len(items))))
 		off := base
 		for i, it := range items {
 			binary.Write(&p, binary.BigEndian, uint16(i+1))
@@ -133,12 +204,15 @@ func AVIFPrimarySecond(first, primary []byte, thumbnail bool) []byte {
 	meta := func(base uint32) []byte {
 		return fullbox("meta", 0, hdlr, iloc(base),
 			fullbox("iinf", 0, iinf.Bytes()),
-			fullbox("pitm", 0, []byte{0, 2}),
+			fullbox("pitm", 0, binary.BigEndian.AppendUint16(nil, primary)),
 			iref,
 			mkbox("iprp", mkbox("ipco", ipco.Bytes()), fullbox("ipma", 0, ipma.Bytes())))
 	}
 	head := len(ftyp) + len(meta(0)) + 8 // the mdat header
 	out := append(append([]byte{}, ftyp...), meta(uint32(head))...)
-	out = append(out, mkbox("mdat", a.data, b.data)...)
-	return out
+	var data [][]byte
+	for _, it := range items {
+		data = append(data, it.data)
+	}
+	return append(out, mkbox("mdat", data...)...)
 }

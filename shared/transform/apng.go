@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/apng"
+	"github.com/misskey-lambda/media-proxy/shared/pngcolour"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
 )
@@ -21,9 +22,12 @@ const (
 
 // thumbnailAPNG decodes an APNG in Go and resizes it frame by frame, so
 // memory stays at a few canvases however long the animation is. The limits
-// are checked from the headers before any pixel is decoded.
+// are checked from the headers before any pixel is decoded. The result
+// carries the file's colour profile (iCCP, or one made from cHRM and
+// gAMA), for the one conversion to sRGB every image gets.
 func (t *Transformer) thumbnailAPNG(ctx context.Context, src []byte, fit vips.Fit, k variant.Kind) (*vips.Image, error) {
 	lim := apng.Limits{MaxPixels: t.limits.MaxPixels, MaxFrames: t.limits.MaxFrames}
+	profile := pngcolour.Profile(src)
 	if !k.Box().Animated {
 		// The first frame of the animation, even when the file's default
 		// (IDAT) image is a separate still: animation-aware decoders, the
@@ -33,7 +37,7 @@ func (t *Transformer) thumbnailAPNG(ctx context.Context, src []byte, fit vips.Fi
 		if err != nil {
 			return nil, apngError(err)
 		}
-		return thumbnailNRGBA(img, fit, k == variant.Badge)
+		return thumbnailNRGBA(img, profile, fit, k == variant.Badge)
 	}
 
 	d, err := apng.NewDecoder(src, lim)
@@ -57,7 +61,7 @@ func (t *Transformer) thumbnailAPNG(ctx context.Context, src []byte, fit vips.Fi
 		if err != nil {
 			return nil, apngError(err)
 		}
-		im, err := thumbnailNRGBA(f.Image, fit, false)
+		im, err := thumbnailNRGBA(f.Image, nil, fit, false)
 		if err != nil {
 			return nil, err
 		}
@@ -76,7 +80,11 @@ func (t *Transformer) thumbnailAPNG(ctx context.Context, src []byte, fit vips.Fi
 		pix = append(pix, rgba...)
 		delays = append(delays, webpDelay(f.Delay, cfg.Frames))
 	}
+	// The profile goes on the whole animation, converted in one pass.
 	im, err := vips.FromRGBAFrames(pix, w, h, delays, min(cfg.Plays, maxWebPLoop))
+	if err == nil {
+		im, err = withICC(im, profile)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"image/png"
 
 	"golang.org/x/image/bmp"
+
+	"github.com/misskey-lambda/media-proxy/shared/pngcolour"
 )
 
 // ICO files hold one or more images, each a PNG or a headerless BMP (DIB)
@@ -21,20 +23,23 @@ type icoEntry struct {
 	size, offset  uint32
 }
 
-// decodeICO decodes the largest image of an ICO file; maxPixels bounds the
-// pixels it is willing to allocate.
-func decodeICO(b []byte, maxPixels int64) (image.Image, error) {
+// decodeICO decodes the largest image of an ICO file, and its colour
+// profile: a PNG entry's iCCP, cHRM or gAMA (bitmap entries have none);
+// maxPixels bounds the pixels it is willing to allocate.
+func decodeICO(b []byte, maxPixels int64) (image.Image, []byte, error) {
 	data, w, h, err := largestICO(b)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if int64(w)*int64(h) > maxPixels {
-		return nil, ErrTooLarge
+		return nil, nil, ErrTooLarge
 	}
 	if isPNG(data) {
-		return png.Decode(bytes.NewReader(data))
+		img, err := png.Decode(bytes.NewReader(data))
+		return img, pngcolour.Profile(data), err
 	}
-	return decodeDIB(data, maxPixels)
+	img, err := decodeDIB(data, maxPixels)
+	return img, nil, err
 }
 
 // largestICO finds the largest image of an ICO file and its size: from its
@@ -99,6 +104,29 @@ func goDecodedSize(src []byte, mime string) (w, h int64, err error) {
 	}
 	cfg, err := bmp.DecodeConfig(bytes.NewReader(src))
 	return int64(cfg.Width), int64(cfg.Height), err
+}
+
+// bmpProfile is the ICC profile a BMP's BITMAPV5HEADER embeds (bV5CSType
+// PROFILE_EMBEDDED), or nil. A linked profile (a file name) is never
+// followed, and calibrated endpoints (LCS_CALIBRATED_RGB) are not read:
+// those are taken as sRGB. libvips checks the
+// profile itself, as for every other format, and leaves the pixels alone
+// when it cannot use it.
+func bmpProfile(b []byte) []byte {
+	const fileHeader, v5Len, profileEmbedded = 14, 124, 0x4d424544 // 'MBED'
+	if len(b) < fileHeader+v5Len || binary.LittleEndian.Uint32(b[fileHeader:]) < v5Len {
+		return nil
+	}
+	v5 := b[fileHeader:]
+	if binary.LittleEndian.Uint32(v5[56:]) != profileEmbedded {
+		return nil
+	}
+	// bV5ProfileData counts from the start of the header.
+	off, n := uint64(binary.LittleEndian.Uint32(v5[112:])), uint64(binary.LittleEndian.Uint32(v5[116:]))
+	if n == 0 || off < v5Len || off+n > uint64(len(v5)) {
+		return nil
+	}
+	return v5[off : off+n]
 }
 
 // decodeDIB decodes an ICO's BMP entry. 32-bit entries carry real alpha,

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
@@ -24,26 +26,37 @@ import (
 // any binary that links this package (the proxy, the worker, a test
 // binary) can render.
 const (
+	// childEnv tells the child what to render: "<variant>,<max pixels>",
+	// the parent's MEDIA_PROXY_MAX_PIXELS (it reads no setting itself).
 	childEnv = "MEDIA_PROXY_SVG_CHILD"
-	// childMaxOutput bounds what the parent reads back: a 2048x2048 WebP
-	// is far smaller.
-	childMaxOutput = 64 << 20
 	// childWait is how long the parent waits for the child's output to
 	// drain once it has been killed.
 	childWait = time.Second
 )
+
+// ErrInterrupted: the SVG renderer could not be started (no process or
+// file left, say), or was stopped from outside (a SIGTERM, SIGINT or
+// SIGHUP, as a service manager or a terminal sends when the proxy shuts
+// down). It says nothing about the image: 503, not remembered.
+var ErrInterrupted = errors.New("transform: svg renderer interrupted")
+
+// childOutputLimit bounds what the parent reads back from a render whose
+// output frame holds raw bytes (RGBA): the encoded variant is far
+// smaller than that, plus the header line. The plan accounts for it.
+func childOutputLimit(raw int64) int64 { return raw + 4096 }
 
 // Exit codes of the child, mapped back to the package's errors.
 const (
 	childUndecodable    = 3
 	childNoEntropy      = 4
 	childNotConvertible = 5
+	childTooLarge       = 6
 )
 
 func init() {
 	// Before main or the tests: a child only renders and exits.
-	if kind := os.Getenv(childEnv); kind != "" {
-		os.Exit(runChild(kind, os.Stdin, os.Stdout, os.Stderr))
+	if what := os.Getenv(childEnv); what != "" {
+		os.Exit(runChild(what, os.Stdin, os.Stdout, os.Stderr))
 	}
 }
 
@@ -53,19 +66,19 @@ type childHeader struct {
 	Width, Height, Frames int
 }
 
-// renderSVGChild renders kind k of an SVG in a child process, killed when
-// ctx ends.
-func renderSVGChild(ctx context.Context, src []byte, k variant.Kind) (*Output, error) {
+// renderSVGChild renders plan p (an SVG) in a child process, killed when
+// ctx ends, under the pixel limit maxPixels.
+func renderSVGChild(ctx context.Context, p *Plan, maxPixels int64) (*Output, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("svg: finding this executable: %w", err)
+		return nil, fmt.Errorf("%w: finding this executable: %w", ErrInterrupted, err)
 	}
 	cmd := exec.CommandContext(ctx, exe)
 	// Nothing of the parent's environment (credentials) is needed.
-	cmd.Env = []string{childEnv + "=" + string(k)}
-	cmd.Stdin = bytes.NewReader(src)
+	cmd.Env = []string{childEnv + "=" + string(p.kind) + "," + strconv.FormatInt(maxPixels, 10)}
+	cmd.Stdin = bytes.NewReader(p.src)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &limitedBuffer{buf: &stdout, left: childMaxOutput}
+	cmd.Stdout = &limitedBuffer{buf: &stdout, left: int(p.childOutput)}
 	cmd.Stderr = &limitedBuffer{buf: &stderr, left: 4096}
 	cmd.WaitDelay = childWait
 	err = cmd.Run()
@@ -82,11 +95,16 @@ func renderSVGChild(ctx context.Context, src []byte, k variant.Kind) (*Output, e
 			return nil, ErrNoEntropy
 		case childNotConvertible:
 			return nil, ErrNotConvertible
+		case childTooLarge:
+			return nil, fmt.Errorf("%w: %w", ErrTooLarge, cause)
+		}
+		if stoppedFromOutside(exit.ProcessState) {
+			return nil, fmt.Errorf("%w: %v", ErrInterrupted, err)
 		}
 		return nil, fmt.Errorf("%w: svg renderer failed (%v): %w", ErrUndecodable, err, cause)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("svg: running the renderer: %w", err)
+		return nil, fmt.Errorf("%w: running the renderer: %w", ErrInterrupted, err)
 	}
 	line, data, ok := bytes.Cut(stdout.Bytes(), []byte("\n"))
 	var h childHeader
@@ -97,12 +115,18 @@ func renderSVGChild(ctx context.Context, src []byte, k variant.Kind) (*Output, e
 }
 
 // runChild is the child's side: read the SVG, render it in process as
-// the parent would have, write the header and bytes, and exit.
-func runChild(kind string, stdin io.Reader, stdout, stderr io.Writer) int {
+// the parent would have, write the header and bytes, and exit. what is
+// childEnv's value.
+func runChild(what string, stdin io.Reader, stdout, stderr io.Writer) int {
+	kind, pixels, _ := strings.Cut(what, ",")
 	k, ok := variant.Parse(kind)
 	if !ok {
 		fmt.Fprintf(stderr, "unknown variant %q\n", kind)
 		return childNotConvertible
+	}
+	limits := DefaultLimits
+	if n, err := strconv.ParseInt(pixels, 10, 64); err == nil && n > 0 {
+		limits.MaxPixels = n
 	}
 	src, err := io.ReadAll(stdin)
 	if err != nil {
@@ -113,12 +137,15 @@ func runChild(kind string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	out, err := renderInProcess(src, sniff.Type{MIME: "image/svg+xml", Ext: "svg"}, k, DefaultLimits)
+	out, err := renderInProcess(src, sniff.Type{MIME: "image/svg+xml", Ext: "svg"}, k, limits)
 	switch {
 	case errors.Is(err, ErrNoEntropy):
 		return childNoEntropy
 	case errors.Is(err, ErrNotConvertible):
 		return childNotConvertible
+	case errors.Is(err, ErrTooLarge):
+		fmt.Fprintln(stderr, err)
+		return childTooLarge
 	case err != nil:
 		fmt.Fprintln(stderr, err)
 		return childUndecodable

@@ -18,6 +18,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/apng"
 	"github.com/misskey-lambda/media-proxy/shared/budget"
+	"github.com/misskey-lambda/media-proxy/shared/pngcolour"
 	"github.com/misskey-lambda/media-proxy/shared/sniff"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 	"github.com/misskey-lambda/media-proxy/shared/vips"
@@ -35,6 +36,10 @@ var (
 	ErrNoEntropy = errors.New("transform: badge mask has no information")
 	// ErrTooSlow: over the time limit (422); the decode was stopped.
 	ErrTooSlow = errors.New("transform: image is over the time limit")
+	// ErrBusy: no decode slot came free within Limits.SlotWait. It says
+	// nothing about the image: the proxy answers 503 with Retry-After and
+	// remembers nothing.
+	ErrBusy = errors.New("transform: no decode slot free in time")
 )
 
 // Limits bound what a decode may cost.
@@ -42,12 +47,29 @@ type Limits struct {
 	// MaxPixels counts every frame decoded.
 	MaxPixels int64
 	MaxFrames int
-	// Timeout bounds one transform, decode to encode (0: no bound).
+	// Timeout bounds the work of one transform, from taking its decode
+	// slot to the encoded bytes (0: no bound). Time spent waiting for
+	// memory or a slot is not the image's and does not count.
 	Timeout time.Duration
+	// SlotWait bounds the wait for a decode slot (default
+	// DefaultSlotWait); past it the transform fails with ErrBusy.
+	SlotWait time.Duration
 }
 
 // DefaultLimits are the documented defaults.
 var DefaultLimits = Limits{MaxPixels: 100_000_000, MaxFrames: 1000}
+
+// DefaultSlotWait is how long a transform waits for a decode slot: as
+// long as the memory budget lets a request wait for memory.
+const DefaultSlotWait = budget.DefaultMaxWait
+
+// Header reads hold a few bookkeeping bytes per frame of an animation
+// (libvips' GIF and WebP loaders keep an entry for each frame in the
+// file while they read the header); Plan takes them before it reads.
+const (
+	headerBase     = 64 << 10
+	headerPerFrame = 256
+)
 
 // Output encoding, as the reference proxy uses it.
 const (
@@ -95,12 +117,15 @@ func New(limits Limits, concurrency int, mem *budget.Budget) *Transformer {
 	if limits.MaxFrames <= 0 {
 		limits.MaxFrames = DefaultLimits.MaxFrames
 	}
+	if limits.SlotWait <= 0 {
+		limits.SlotWait = DefaultSlotWait
+	}
 	return &Transformer{limits: limits, slots: make(chan struct{}, max(1, concurrency)), mem: mem}
 }
 
-// plan is what the headers say about a transform, read before any pixel
+// Plan is a transform as its headers describe it, read before any pixel
 // is decoded and before a decode slot is taken.
-type plan struct {
+type Plan struct {
 	src  []byte
 	typ  sniff.Type
 	mime string
@@ -108,10 +133,15 @@ type plan struct {
 	fit  vips.Fit
 	// memory is what the decode and encode are expected to hold.
 	memory int64
+	// childOutput bounds what an SVG's renderer may write back.
+	childOutput int64
 	// source describes the image as it is, for keepSource; zero when
 	// unknown.
 	source sourceShape
 }
+
+// Memory is what running the plan holds at most, besides the source.
+func (p *Plan) Memory() int64 { return p.memory }
 
 // sourceShape is the source image as a browser would show it.
 type sourceShape struct {
@@ -121,54 +151,89 @@ type sourceShape struct {
 	plain bool
 }
 
-// Apply produces kind k of src, whose sniffed type is typ. For Original it
-// rasterises SVG; other types have no Original transform. The limits are
-// checked from the headers first; the decode then waits for its memory and
-// a slot, and stops at the time limit (ErrTooSlow).
+// Apply produces kind k of src, whose sniffed type is typ, for a caller
+// that holds no memory budget besides src: Plan, then the decode's memory
+// (waiting for it), then Run.
 func (t *Transformer) Apply(ctx context.Context, src []byte, typ sniff.Type, k variant.Kind) (*Output, error) {
-	if !typ.Convertible() || (k == variant.Original && !typ.IsSVG()) {
-		return nil, ErrNotConvertible
+	var held int64
+	take := func(n int64) error {
+		if t.mem == nil {
+			return nil
+		}
+		got, err := t.mem.Acquire(ctx, n)
+		held += got
+		return err
 	}
-	tctx := ctx
-	if t.limits.Timeout > 0 {
-		var cancel context.CancelFunc
-		tctx, cancel = context.WithTimeout(ctx, t.limits.Timeout)
-		defer cancel()
+	release := func() {
+		if t.mem != nil {
+			t.mem.Release(held)
+		}
+		held = 0
 	}
-	out, err := t.apply(tctx, src, typ, k)
-	if err != nil && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
-		return nil, fmt.Errorf("%w: %v", ErrTooSlow, t.limits.Timeout)
-	}
-	return out, err
-}
-
-func (t *Transformer) apply(ctx context.Context, src []byte, typ sniff.Type, k variant.Kind) (*Output, error) {
-	p, err := t.plan(src, typ, k)
+	defer release()
+	p, err := t.Plan(src, typ, k, take)
+	// The header read's memory is free again once Plan returns.
+	release()
 	if err != nil {
 		return nil, err
 	}
-	if t.mem != nil {
-		got, err := t.mem.Acquire(ctx, p.memory)
-		if err != nil {
-			return nil, err
-		}
-		defer t.mem.Release(got)
+	if err := take(p.Memory()); err != nil {
+		return nil, err
 	}
+	return t.Run(ctx, p)
+}
+
+// Plan reads the headers of src (whose sniffed type is typ) for kind k,
+// checks the limits and estimates the memory Run will hold. For Original
+// it rasterises SVG; other types have no Original transform. Before it
+// reads headers with libvips, it asks take for what that read holds (at
+// most a few bytes a frame); take's error is returned as it is.
+func (t *Transformer) Plan(src []byte, typ sniff.Type, k variant.Kind, take func(int64) error) (*Plan, error) {
+	if !typ.Convertible() || (k == variant.Original && !typ.IsSVG()) {
+		return nil, ErrNotConvertible
+	}
+	return t.plan(src, typ, k, take)
+}
+
+// Run waits for a decode slot, at most Limits.SlotWait (ErrBusy), then
+// decodes and encodes p within Limits.Timeout (ErrTooSlow). Memory is the
+// caller's: Plan says how much.
+func (t *Transformer) Run(ctx context.Context, p *Plan) (*Output, error) {
+	wait := time.NewTimer(t.limits.SlotWait)
+	defer wait.Stop()
 	select {
 	case t.slots <- struct{}{}:
 		defer func() { <-t.slots }()
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-wait.C:
+		return nil, fmt.Errorf("%w: %d busy for %v", ErrBusy, cap(t.slots), t.limits.SlotWait)
 	}
+	// The deadline measures the work alone, from here.
+	wctx := ctx
+	if t.limits.Timeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, t.limits.Timeout)
+		defer cancel()
+	}
+	var out *Output
+	var err error
 	if p.mime == "image/svg+xml" {
-		return renderSVGChild(ctx, src, k)
+		out, err = renderSVGChild(wctx, p, t.limits.MaxPixels)
+	} else {
+		out, err = t.run(wctx, p)
 	}
-	return t.run(ctx, p)
+	if err != nil && ctx.Err() == nil && errors.Is(wctx.Err(), context.DeadlineExceeded) {
+		return nil, fmt.Errorf("%w: %v", ErrTooSlow, t.limits.Timeout)
+	}
+	return out, err
 }
 
 // plan reads the headers, checks the limits and estimates the memory.
-func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind) (*plan, error) {
-	p := &plan{src: src, typ: typ, mime: typ.MIME, kind: k}
+// take (nil: nothing to account) is asked for the header read's memory
+// before libvips reads.
+func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind, take func(int64) error) (*Plan, error) {
+	p := &Plan{src: src, typ: typ, mime: typ.MIME, kind: k}
 	// The sniffed head can end before an APNG's acTL chunk (after large
 	// metadata); the whole file settles it.
 	if p.mime == "image/png" && sniff.Detect(src).MIME == "image/apng" {
@@ -191,8 +256,10 @@ func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind) (*plan, e
 	switch p.mime {
 	case "image/svg+xml":
 		// Rendered at the output size (not its nominal one) in a child
-		// process: the rendering and the encoder's copy.
-		p.memory = 2 * out
+		// process: the rendering and the encoder's copy there, and the
+		// encoded bytes read back here (at most one raw frame).
+		p.childOutput = childOutputLimit(out)
+		p.memory = 2*out + p.childOutput
 		return p, nil
 	case "image/bmp", "image/x-icon":
 		w, h, err := goDecodedSize(src, p.mime)
@@ -218,11 +285,24 @@ func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind) (*plan, e
 		if err := (apng.Limits{MaxPixels: t.limits.MaxPixels, MaxFrames: t.limits.MaxFrames}).Check(cfg, int(frames)); err != nil {
 			return nil, apngError(err)
 		}
-		// A few canvases at a time, and every resized frame until the
-		// animation is encoded.
+		// A few canvases at a time, and every resized frame twice: as
+		// collected, and as libvips' copy the animation is encoded from.
 		canvas := 4 * int64(cfg.Width) * int64(cfg.Height)
-		p.memory = 3*canvas + frames*min(out, canvas)
+		p.memory = 3*canvas + 2*frames*min(out, canvas)
 		return p, nil
+	}
+	// libvips' GIF and WebP loaders keep an entry for every frame in the
+	// file while they read the header: count the frames first (walking
+	// the blocks allocates nothing), refuse an animation over the limit
+	// before libvips sees it, and account for what the read holds.
+	inFile := countFrames(src, p.mime)
+	if p.fit.AllPages && inFile > t.limits.MaxFrames {
+		return nil, fmt.Errorf("%w: %d frames", ErrTooLarge, inFile)
+	}
+	if take != nil {
+		if err := take(headerBase + headerPerFrame*int64(inFile)); err != nil {
+			return nil, err
+		}
 	}
 	h, err := vips.Header(src, p.fit.AllPages)
 	if err != nil {
@@ -256,7 +336,7 @@ func (t *Transformer) plan(src []byte, typ sniff.Type, k variant.Kind) (*plan, e
 
 // run decodes and encodes a planned transform in this process. Every
 // libvips computation on the image stops at ctx's end.
-func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
+func (t *Transformer) run(ctx context.Context, p *Plan) (*Output, error) {
 	var im *vips.Image
 	var err error
 	switch p.mime {
@@ -271,8 +351,9 @@ func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
 			}
 		}
 		im, err = vips.Thumbnail(p.src, p.fit)
-		if err == nil {
-			im, err = toSRGB(im)
+		if err == nil && p.mime == "image/png" && !im.HasICC() {
+			// libvips reads iCCP but not cHRM and gAMA.
+			im, err = withICC(im, pngcolour.Profile(p.src))
 		}
 		if err != nil {
 			err = fmt.Errorf("%w: %w", ErrUndecodable, err)
@@ -280,6 +361,10 @@ func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	// Every path, whoever decoded it, ends in sRGB.
+	if im, err = toSRGB(im); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}
 	defer im.Close()
 	stop := im.KillOn(ctx)
@@ -301,7 +386,7 @@ func (t *Transformer) run(ctx context.Context, p *plan) (*Output, error) {
 // and the encoded variant is not smaller. Re-encoding a small emoji can
 // only add bytes and lose quality. A badge is always a mask, and SVG
 // always rasterised (never run here).
-func keepSource(p *plan, out *Output) bool {
+func keepSource(p *Plan, out *Output) bool {
 	s, box := p.source, p.kind.Box()
 	if p.kind == variant.Badge || !s.plain || s.width == 0 || !p.typ.BrowserSafe() {
 		return false
@@ -319,7 +404,9 @@ func keepSource(p *plan, out *Output) bool {
 // P3 from phones, Adobe RGB, ...) into sRGB: the encoders strip profiles,
 // and browsers read untagged pixels as sRGB. Thumbnailing converts CMYK
 // by itself but leaves RGB profiles alone. The transform runs on the
-// small thumbnail, not the source.
+// small thumbnail, not the source. Images decoded in Go get their file's
+// profile attached first (withICC), so every format is converted alike.
+// im is closed.
 func toSRGB(im *vips.Image) (*vips.Image, error) {
 	if !im.HasICC() || im.Bands() < 3 {
 		return im, nil
@@ -329,11 +416,22 @@ func toSRGB(im *vips.Image) (*vips.Image, error) {
 	return out, err
 }
 
+// withICC attaches profile to im as if its loader had found it; nil
+// (sRGB, or nothing said) leaves im as it is. im is closed.
+func withICC(im *vips.Image, profile []byte) (*vips.Image, error) {
+	if profile == nil {
+		return im, nil
+	}
+	out, err := im.WithICC(profile)
+	im.Close()
+	return out, err
+}
+
 // renderInProcess is the whole transform without slots, budget or time
 // limit: the SVG child's side.
 func renderInProcess(src []byte, typ sniff.Type, k variant.Kind, limits Limits) (*Output, error) {
 	t := New(limits, 1, nil)
-	p, err := t.plan(src, typ, k)
+	p, err := t.plan(src, typ, k, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -373,14 +471,17 @@ func jpegShrink(w, h, orientation int, fit vips.Fit) int {
 	return 1
 }
 
-// thumbnailGo decodes BMP and ICO in Go and hands the pixels to libvips.
-// For a badge, the decoded image's shape is checked first.
+// thumbnailGo decodes BMP and ICO in Go and hands the pixels to libvips,
+// with the colour profile the file embeds. For a badge, the decoded
+// image's shape is checked first.
 func (t *Transformer) thumbnailGo(src []byte, mime string, fit vips.Fit, badge bool) (*vips.Image, error) {
 	var img image.Image
+	var profile []byte
 	var err error
 	if mime == "image/x-icon" {
-		img, err = decodeICO(src, t.limits.MaxPixels)
+		img, profile, err = decodeICO(src, t.limits.MaxPixels)
 	} else {
+		profile = bmpProfile(src)
 		var cfg image.Config
 		cfg, err = bmp.DecodeConfig(bytes.NewReader(src))
 		if err == nil && int64(cfg.Width)*int64(cfg.Height) > t.limits.MaxPixels {
@@ -401,12 +502,13 @@ func (t *Transformer) thumbnailGo(src []byte, mime string, fit vips.Fit, badge b
 		nrgba = image.NewNRGBA(img.Bounds())
 		draw.Draw(nrgba, nrgba.Bounds(), img, img.Bounds().Min, draw.Src)
 	}
-	return thumbnailNRGBA(nrgba, fit, badge)
+	return thumbnailNRGBA(nrgba, profile, fit, badge)
 }
 
 // thumbnailNRGBA hands a whole image decoded in Go to libvips and resizes
-// it. For a badge, the whole image's shape is checked first.
-func thumbnailNRGBA(img *image.NRGBA, fit vips.Fit, badge bool) (*vips.Image, error) {
+// it; the result carries profile, the ICC profile of the pixels (nil for
+// sRGB). For a badge, the whole image's shape is checked first.
+func thumbnailNRGBA(img *image.NRGBA, profile []byte, fit vips.Fit, badge bool) (*vips.Image, error) {
 	b := img.Bounds()
 	full, err := vips.FromRGBA(img.Pix, b.Dx(), b.Dy())
 	if err != nil {
@@ -419,6 +521,9 @@ func thumbnailNRGBA(img *image.NRGBA, fit vips.Fit, badge bool) (*vips.Image, er
 		}
 	}
 	im, err := full.Thumbnail(fit)
+	if err == nil {
+		im, err = withICC(im, profile)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}

@@ -9,6 +9,10 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -371,55 +375,6 @@ func TestDeadlineStopsLibvips(t *testing.T) {
 	t.Logf("the whole transform takes %v; with a limit of %v it stopped after %v", whole.Round(time.Millisecond), (whole / 10).Round(time.Millisecond), took.Round(time.Millisecond))
 }
 
-// avif encodes src as a single-image AVIF.
-func avif(t *testing.T, src []byte) []byte {
-	t.Helper()
-	im, err := vips.Thumbnail(src, vips.Fit{Width: 10000, Height: 10000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	b, err := im.AVIF()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// TestAVIFPrimaryItem: an AVIF whose primary item (pitm) is its second
-// image, whether or not the first is declared its thumbnail, gives every
-// variant of the primary image: its shape and its pixels, never the first
-// item's (a wide red strip here). Loading "page 0", all pages, or the
-// embedded thumbnail would show the strip.
-func TestAVIFPrimaryItem(t *testing.T) {
-	strip := avif(t, testmedia.FlatPNG(498, 97, color.NRGBA{255, 0, 0, 255}))
-	photo := avif(t, testmedia.FlatPNG(498, 389, color.NRGBA{0, 0, 255, 255}))
-	tr := New(DefaultLimits, 1, nil)
-	for _, thumbnail := range []bool{false, true} {
-		src := testmedia.AVIFPrimarySecond(strip, photo, thumbnail)
-		for _, c := range []struct {
-			kind variant.Kind
-			w, h int
-		}{
-			{variant.Static, 498, 389},
-			{variant.Preview, 200, 156},
-			{variant.Emoji, 164, 128},
-			{variant.EmojiStatic, 164, 128},
-			{variant.Avatar, 410, 320},
-		} {
-			out, err := apply(t, tr, src, c.kind)
-			if err != nil {
-				t.Fatalf("thumbnail item %v, %s: %v", thumbnail, c.kind, err)
-			}
-			info := readWebP(t, out.Data)
-			if info.w != c.w || info.h != c.h || !near(info.middles[0], [4]byte{0, 0, 255, 255}) {
-				t.Errorf("thumbnail item %v, %s: %dx%d, middle %v; want the primary's %dx%d in blue",
-					thumbnail, c.kind, info.w, info.h, info.middles[0], c.w, c.h)
-			}
-		}
-	}
-}
-
 // webp encodes src (all frames) as WebP at quality q.
 func webp(t *testing.T, src []byte, q int) []byte {
 	t.Helper()
@@ -506,4 +461,183 @@ func TestWideGamutToSRGB(t *testing.T) {
 			t.Errorf("%s: middle %v, want about %v (the source's P3 values read as sRGB would be off)", k, got, want)
 		}
 	}
+}
+
+// TestDeadlineMeasuresTheWork: a transform that waited for its decode
+// slot longer than the time limit still gets the whole limit for its
+// work. Counting the queue against the image made a burst of valid
+// images "too slow" (issue 19).
+func TestDeadlineMeasuresTheWork(t *testing.T) {
+	tr := New(Limits{Timeout: time.Second}, 1, nil)
+	tr.slots <- struct{}{} // the only slot is busy
+	src := testmedia.PNG(64, 64)
+	done := make(chan error, 1)
+	go func() {
+		_, err := tr.Apply(context.Background(), src, sniff.Detect(src), variant.Emoji)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("finished without a slot: %v", err)
+	case <-time.After(2 * time.Second): // twice the limit, in the queue
+	}
+	<-tr.slots
+	if err := <-done; err != nil {
+		t.Fatalf("after waiting 2 s for a slot, with a 1 s limit on the work: %v", err)
+	}
+}
+
+// TestSlotWaitBounded: a transform that gets no slot within SlotWait
+// fails with ErrBusy, which is not the image's failure (not ErrTooSlow).
+func TestSlotWaitBounded(t *testing.T) {
+	tr := New(Limits{Timeout: time.Hour, SlotWait: 100 * time.Millisecond}, 1, nil)
+	tr.slots <- struct{}{}
+	src := testmedia.PNG(64, 64)
+	_, err := tr.Apply(context.Background(), src, sniff.Detect(src), variant.Emoji)
+	if !errors.Is(err, ErrBusy) || errors.Is(err, ErrTooSlow) {
+		t.Fatalf("no slot within SlotWait: %v, want ErrBusy", err)
+	}
+}
+
+// TestSVGChildHonoursMaxPixels: the renderer process applies the parent's
+// pixel limit, not its default one. A badge tests the shape of the SVG
+// at its own size: 4 million pixels here.
+func TestSVGChildHonoursMaxPixels(t *testing.T) {
+	src := testmedia.SVG(2000, 2000)
+	if _, err := apply(t, New(Limits{MaxPixels: 1_000_000}, 1, nil), src, variant.Badge); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a 2000x2000 SVG badge under a 1 Mpx limit: %v, want ErrTooLarge", err)
+	}
+	if _, err := apply(t, New(DefaultLimits, 1, nil), src, variant.Badge); err != nil {
+		t.Errorf("the same under the default limit: %v", err)
+	}
+}
+
+// TestSVGChildOutputBounded: the parent reads back at most what the plan
+// accounted for; a render writing more is refused.
+func TestSVGChildOutputBounded(t *testing.T) {
+	tr := New(DefaultLimits, 1, nil)
+	src := testmedia.SVG(400, 400)
+	p, err := tr.Plan(src, sniff.Detect(src), variant.Original, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := int64(2048 * 2048 * 4)
+	if p.childOutput != childOutputLimit(raw) || p.Memory() < 2*raw+p.childOutput {
+		t.Fatalf("plan: output limit %d, memory %d; want %d and at least %d", p.childOutput, p.Memory(), childOutputLimit(raw), 2*raw+p.childOutput)
+	}
+	if _, err := tr.Run(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	p.childOutput = 100 // less than the render writes
+	if _, err := tr.Run(context.Background(), p); err == nil {
+		t.Error("a render larger than its accounted output was read back")
+	}
+}
+
+// TestAPNGFrameCopyAccounted: the resized frames are held twice at the
+// end, as collected and as libvips' copy the animation is encoded from;
+// the plan takes both.
+func TestAPNGFrameCopyAccounted(t *testing.T) {
+	const w, h, frames = 256, 64, 10
+	src := testmedia.APNG(w, h, frames)
+	p, err := New(DefaultLimits, 1, nil).Plan(src, sniff.Detect(src), variant.Emoji, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := int64(4 * w * h) // fits the emoji box as it is
+	if p.Memory() < 2*frames*frame {
+		t.Errorf("plan holds %d bytes for %d frames of %d bytes each, collected and copied", p.Memory(), frames, frame)
+	}
+}
+
+// TestHeaderReadAccounted: the frames of a GIF are counted before libvips
+// reads it (libvips keeps an entry for each while it reads the header):
+// an animation over the limit is refused before the read, and the read's
+// memory is asked for first; a refusal stops the plan there.
+func TestHeaderReadAccounted(t *testing.T) {
+	tr := New(Limits{MaxFrames: 100}, 1, nil)
+	many := testmedia.GIFManyFrames(5000)
+	var asked []int64
+	take := func(n int64) error { asked = append(asked, n); return nil }
+	if _, err := tr.Plan(many, sniff.Detect(many), variant.Emoji, take); !errors.Is(err, ErrTooLarge) || len(asked) != 0 {
+		t.Errorf("emoji of 5000 frames: %v, %d takes; want ErrTooLarge before any", err, len(asked))
+	}
+	if _, err := tr.Plan(many, sniff.Detect(many), variant.Static, take); err != nil || len(asked) != 1 || asked[0] < 5000*headerPerFrame {
+		t.Errorf("static of 5000 frames: %v, asked %v; want one take of at least %d", err, asked, 5000*headerPerFrame)
+	}
+	refused := errors.New("no memory")
+	if _, err := tr.Plan(many, sniff.Detect(many), variant.Static, func(int64) error { return refused }); !errors.Is(err, refused) {
+		t.Errorf("with the take refused: %v", err)
+	}
+	for _, c := range []struct {
+		src  []byte
+		want int
+	}{
+		{testmedia.GIF(16, 16, 7), 7},
+		{testmedia.GIFStatic(16, 16), 1},
+		{many, 5000},
+		{testmedia.Truncate(testmedia.GIF(16, 16, 7), 200), 1},
+		{testmedia.PNG(8, 8), 1},
+		{webp(t, testmedia.GIF(16, 16, 7), 80), 7},
+		{webp(t, testmedia.GIFStatic(8, 8), 80), 1},
+	} {
+		typ := sniff.Detect(c.src)
+		if got := countFrames(c.src, typ.MIME); got != c.want {
+			t.Errorf("%s: counted %d frames, want %d", typ.MIME, got, c.want)
+		}
+	}
+}
+
+// TestSVGChildStoppedFromOutside: a renderer ended by SIGTERM (a service
+// manager stopping the proxy) fails with ErrInterrupted, which is not the
+// image's failure; a renderer that crashes is.
+func TestSVGChildStoppedFromOutside(t *testing.T) {
+	for _, c := range []struct {
+		sig  syscall.Signal
+		want error
+	}{
+		{syscall.SIGTERM, ErrInterrupted},
+		{syscall.SIGSEGV, ErrUndecodable},
+	} {
+		tr := New(Limits{Timeout: time.Minute}, 1, nil)
+		src := testmedia.SVGSlow(20000)
+		done := make(chan error, 1)
+		go func() {
+			_, err := tr.Apply(context.Background(), src, sniff.Detect(src), variant.Original)
+			done <- err
+		}()
+		pid := childOf(t, os.Getpid())
+		if err := syscall.Kill(pid, c.sig); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; !errors.Is(err, c.want) || c.want == ErrUndecodable && errors.Is(err, ErrInterrupted) {
+			t.Errorf("renderer ended by %v: %v, want %v", c.sig, err, c.want)
+		}
+	}
+}
+
+// childOf waits for a child process of pid to appear and returns its pid.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...: comm may hold spaces, so read
+			// past its closing parenthesis.
+			rest := stat[bytes.LastIndexByte(stat, ')')+2:]
+			f := strings.Fields(string(rest))
+			if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+				child, _ := strconv.Atoi(e.Name())
+				return child
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no child process appeared")
+	return 0
 }

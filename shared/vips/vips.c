@@ -431,6 +431,15 @@ int mp_to_srgb(VipsImage *in, VipsImage **out) {
 	return vips_icc_transform(in, out, "srgb", "embedded", TRUE, "depth", 8, NULL);
 }
 
+// mp_with_icc is a copy of an image with the ICC profile attached, as
+// if its loader had found it embedded.
+int mp_with_icc(VipsImage *in, const void *profile, size_t len, VipsImage **out) {
+	if (vips_copy(in, out, NULL))
+		return -1;
+	vips_image_set_blob_copy(*out, VIPS_META_ICC_NAME, profile, len);
+	return 0;
+}
+
 // mp_png_in_profile encodes an image as PNG with its pixels transformed
 // to the named profile and that profile embedded (for fixtures).
 int mp_png_in_profile(VipsImage *in, const char *profile, void **buf, size_t *len) {

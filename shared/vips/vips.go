@@ -68,6 +68,14 @@ func newImage(c *C.VipsImage, pinner *runtime.Pinner) *Image {
 	return &Image{c: c, pinner: pinner}
 }
 
+// derived wraps c, an image computed from im, and hands it im's pinned
+// input, which c reads as lazily as im does: im may then be closed first.
+func (im *Image) derived(c *C.VipsImage) *Image {
+	out := newImage(c, im.pinner)
+	im.pinner = nil
+	return out
+}
+
 // Close releases the image and unpins its input.
 func (im *Image) Close() {
 	if im == nil || im.c == nil {
@@ -406,12 +414,28 @@ func (im *Image) HasICC() bool { return C.mp_has_icc(im.c) != 0 }
 // ToSRGB transforms an image with an embedded colour profile (Display P3,
 // Adobe RGB, ...) into sRGB. Encoders strip profiles, so without this a
 // wide-gamut photo would be shown with its values read as sRGB: dull.
+// The result takes over im's input, so im may be closed first.
 func (im *Image) ToSRGB() (*Image, error) {
 	var out *C.VipsImage
 	if C.mp_to_srgb(im.c, &out) != 0 {
 		return nil, opError("to srgb")
 	}
-	return newImage(out, nil), nil
+	return im.derived(out), nil
+}
+
+// WithICC is a copy of the image with an ICC colour profile attached, as
+// if its loader had found it embedded: for pixels decoded in Go (APNG,
+// BMP, ICO), so that ToSRGB treats them as libvips-decoded images. The
+// result takes over im's input, so im may be closed first.
+func (im *Image) WithICC(profile []byte) (*Image, error) {
+	if len(profile) == 0 {
+		return nil, &Error{Op: "with icc", Detail: "empty profile"}
+	}
+	var out *C.VipsImage
+	if C.mp_with_icc(im.c, unsafe.Pointer(&profile[0]), C.size_t(len(profile)), &out) != 0 {
+		return nil, opError("with icc")
+	}
+	return im.derived(out), nil
 }
 
 // PNGInProfile encodes the image (taken as sRGB) as a PNG whose pixels

@@ -22,4 +22,5 @@ int mp_delays(VipsImage *in, int **delays, int *n);
 const char *mp_loader(VipsImage *in);
 int mp_has_icc(VipsImage *in);
 int mp_to_srgb(VipsImage *in, VipsImage **out);
+int mp_with_icc(VipsImage *in, const void *profile, size_t len, VipsImage **out);
 int mp_png_in_profile(VipsImage *in, const char *profile, void **buf, size_t *len);
