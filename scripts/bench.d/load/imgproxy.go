@@ -238,9 +238,8 @@ func (s *scenario) qNote(name string) string {
 }
 
 // cmdMatchQ reads quality lines of our answer then imgproxy's at rising
-// qualities (files named ...-q<N>.out) and prints the lowest quality whose
-// butteraugli is within the tolerance of ours (SSIM when butteraugli is
-// missing), or the best one tried, with a note.
+// qualities (files named ...-q<N>.out) and prints matchQuality's choice
+// with a note.
 func cmdMatchQ(args []string) error {
 	fs := flag.NewFlagSet("matchq", flag.ExitOnError)
 	in := fs.String("in", "", "quality lines: ours first")
@@ -252,15 +251,31 @@ func cmdMatchQ(args []string) error {
 	if len(qs) < 2 {
 		return fmt.Errorf("%s: want our line and imgproxy's", *in)
 	}
-	ours, cands := qs[0], qs[1:]
-	qOf := regexp.MustCompile(`-q(\d+)\.out$`)
-	best, bestQ := -1, 0
+	q, reached, err := matchQuality(qs[0], qs[1:])
+	if err != nil {
+		return err
+	}
+	if reached {
+		fmt.Printf("%d (q%d, the lowest that reaches ours)\n", q, q)
+	} else {
+		fmt.Printf("%d (q%d, the best tried: none reaches ours)\n", q, q)
+	}
+	return nil
+}
+
+var qualityInName = regexp.MustCompile(`-q(\d+)\.out$`)
+
+// matchQuality picks, of candidates in rising quality, the first whose
+// butteraugli is within the tolerance of ours (SSIM when either lacks
+// butteraugli); when none is, the one closest to ours.
+func matchQuality(ours Quality, cands []Quality) (q int, reached bool, err error) {
+	best := -1
 	for i, c := range cands {
-		m := qOf.FindStringSubmatch(c.File)
+		m := qualityInName.FindStringSubmatch(c.File)
 		if m == nil {
-			return fmt.Errorf("%s: no quality in the file name", c.File)
+			return 0, false, fmt.Errorf("%s: no quality in the file name", c.File)
 		}
-		q, _ := strconv.Atoi(m[1])
+		cq, _ := strconv.Atoi(m[1])
 		reaches := c.SSIM >= ours.SSIM-ssimTolerance
 		better := best < 0 || c.SSIM > cands[best].SSIM
 		if ours.Butteraugli > 0 && c.Butteraugli > 0 {
@@ -268,13 +283,11 @@ func cmdMatchQ(args []string) error {
 			better = best < 0 || c.Butteraugli < cands[best].Butteraugli
 		}
 		if reaches {
-			fmt.Printf("%d (q%d, the lowest that reaches ours)\n", q, q)
-			return nil
+			return cq, true, nil
 		}
 		if better {
-			best, bestQ = i, q
+			best, q = i, cq
 		}
 	}
-	fmt.Printf("%d (q%d, the best tried: none reaches ours)\n", bestQ, bestQ)
-	return nil
+	return q, false, nil
 }
