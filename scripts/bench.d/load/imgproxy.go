@@ -179,19 +179,13 @@ func qcellNote(q *Quality, note string) string {
 // the reference everywhere; bytes ≤ 1.05× the reference's.
 func targets24(scs []*scenario) string {
 	var b strings.Builder
-	mark := func(ok bool) string {
-		if ok {
-			return "PASS"
-		}
-		return "MISS"
-	}
 	for _, s := range scs {
 		if s.skip != "" || len(s.ours) == 0 || (s.kind != "transform" && s.kind != "pass") {
 			continue
 		}
 		if s.baseM.RPS > 0 {
 			r := s.oursM.RPS / s.baseM.RPS
-			fmt.Fprintf(&b, "- %s %s: req/s %.2f× the reference's (target ≥ 1.2×)\n", mark(r >= 1.2), s.label, r)
+			fmt.Fprintf(&b, "- %s %s: req/s %.2f× the reference's (target ≥ 1.2×)\n", passOrMiss(r >= 1.2), s.label, r)
 		}
 		if s.kind != "transform" {
 			continue
@@ -219,12 +213,12 @@ func targets24(scs []*scenario) string {
 				continue
 			}
 			fmt.Fprintf(&b, "- %s %s: req/s %.2f× %s (%s; butteraugli ours %.3f, its %.3f; CPU per request its ÷ ours %.2f×) (target ≥ %.1f× req/s)\n",
-				mark(r >= want), s.label, r, sideName[name], s.qNote(name), s.qOurs.Butteraugli, sd.q.Butteraugli,
+				passOrMiss(r >= want), s.label, r, sideName[name], s.qNote(name), s.qOurs.Butteraugli, sd.q.Butteraugli,
 				sd.merged.CPUMSPerReq/s.oursM.CPUMSPerReq, want)
 		}
 		if q, qb := s.qOurs, s.qBase; q != nil && qb != nil {
 			r := float64(q.Bytes) / float64(qb.Bytes)
-			fmt.Fprintf(&b, "- %s %s: bytes %.3f× the reference's (target ≤ 1.05×)\n", mark(r <= 1.05), s.label, r)
+			fmt.Fprintf(&b, "- %s %s: bytes %.3f× the reference's (target ≤ 1.05×)\n", passOrMiss(r <= 1.05), s.label, r)
 		}
 	}
 	return b.String()
