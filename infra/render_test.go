@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,13 +31,21 @@ import (
 //     readable placeholders ("<Bucket>", "<Bucket.Arn>");
 //  5. unmarshal into goformation's typed resources.
 
-const templateFile = "template.yaml"
+const (
+	templateFile = "template.yaml"
+	// edgeFile is the flat-rate plan's stack, in us-east-1.
+	edgeFile = "edge.yaml"
+)
 
 // unmodelled lists properties CloudFormation has and goformation v7.14.9
 // does not.
 var unmodelled = map[string][]string{
 	"AWS::Lambda::Permission": {"InvokedViaFunctionUrl"}, // added in 2025
 }
+
+// unmodelledTypes are resource types goformation v7.14.9 does not know;
+// the tests read them from Raw.
+var unmodelledTypes = []string{"AWS::PricingPlanManager::Subscription"} // added in 2025
 
 // stackUUID is the last part of AWS::StackId.
 const stackUUID = "51af3dc0-da77-11e4-872e-1234567db123"
@@ -52,13 +62,18 @@ func functionURLOf(resource string) string {
 // long form ({"Ref": ...}, {"Fn::GetAtt": ...}).
 func rawTemplate(t *testing.T) map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(templateFile)
+	return rawTemplateOf(t, templateFile)
+}
+
+func rawTemplateOf(t *testing.T, file string) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	js, err := intrinsics.ProcessYAML(data, &intrinsics.ProcessorOptions{NoProcess: true})
 	if err != nil {
-		t.Fatalf("goformation cannot read %s: %v", templateFile, err)
+		t.Fatalf("goformation cannot read %s: %v", file, err)
 	}
 	var raw map[string]any
 	if err := json.Unmarshal(js, &raw); err != nil {
@@ -99,9 +114,19 @@ type rendered struct {
 	Raw map[string]any
 }
 
+// render renders template.yaml with params; the test fails if one of its
+// Rules refuses them.
 func render(t *testing.T, params map[string]string) rendered {
 	t.Helper()
-	raw := rawTemplate(t)
+	return renderFile(t, templateFile, params)
+}
+
+func renderFile(t *testing.T, file string, params map[string]string) rendered {
+	t.Helper()
+	if refused := refusals(t, file, params); len(refused) > 0 {
+		t.Fatalf("render %s: the template's rules refuse %v: %q", file, params, refused)
+	}
+	raw := rawTemplateOf(t, file)
 	values := parameters(t, raw, params)
 	types := map[string]string{}
 	for name, p := range mapOf(raw["Parameters"]) {
@@ -115,21 +140,9 @@ func render(t *testing.T, params map[string]string) rendered {
 		}
 	}
 
-	// Step 2: CloudFormation compares parameter values as strings.
-	condDoc, _ := json.Marshal(map[string]any{"Conditions": raw["Conditions"]})
-	condJSON, err := intrinsics.ProcessJSON(condDoc, &intrinsics.ProcessorOptions{
-		EvaluateConditions:        true,
-		IntrinsicHandlerOverrides: map[string]intrinsics.IntrinsicHandler{"Ref": refHandler(values, nil)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evaluated struct{ Conditions map[string]any }
-	if err := json.Unmarshal(condJSON, &evaluated); err != nil {
-		t.Fatal(err)
-	}
+	// Step 2.
 	conditions := map[string]bool{}
-	for name, v := range evaluated.Conditions {
+	for name, v := range evalConditions(t, mapOf(raw["Conditions"]), values) {
 		b, ok := v.(bool)
 		if !ok {
 			t.Fatalf("render: condition %s did not evaluate to a boolean: %v", name, v)
@@ -196,12 +209,79 @@ func render(t *testing.T, params map[string]string) rendered {
 			delete(mapOf(mapOf(r)["Properties"]), p)
 		}
 	}
+	for name, r := range mapOf(typed["Resources"]) {
+		if slices.Contains(unmodelledTypes, fmt.Sprint(mapOf(r)["Type"])) {
+			delete(mapOf(typed["Resources"]), name)
+		}
+	}
 	processed, _ = json.Marshal(typed)
 	tmpl, err := goformation.ParseJSONWithOptions(processed, &intrinsics.ProcessorOptions{NoProcess: true})
 	if err != nil {
 		t.Fatalf("goformation cannot type the rendered template: %v", err)
 	}
 	return rendered{Template: tmpl, Conditions: conditions, Raw: generic}
+}
+
+// refusals evaluates the template's Rules as CloudFormation does before
+// anything is created, and returns the AssertDescription of each
+// assertion that fails for params.
+func refusals(t *testing.T, file string, params map[string]string) []string {
+	t.Helper()
+	raw := rawTemplateOf(t, file)
+	values := parameters(t, raw, params)
+	// Rule conditions and assertions are condition functions: evaluate
+	// them as a Conditions section.
+	conds := map[string]any{}
+	descriptions := map[string]string{}
+	for name, r := range mapOf(raw["Rules"]) {
+		rule := mapOf(r)
+		if c, ok := rule["RuleCondition"]; ok {
+			conds[name+"/if"] = c
+		}
+		for i, a := range listOf(rule["Assertions"]) {
+			key := fmt.Sprintf("%s/%d", name, i)
+			conds[key] = mapOf(a)["Assert"]
+			descriptions[key] = fmt.Sprint(mapOf(a)["AssertDescription"])
+		}
+	}
+	if len(conds) == 0 {
+		return nil
+	}
+	evaluated := evalConditions(t, conds, values)
+	var refused []string
+	for key, desc := range descriptions {
+		rule, _, _ := strings.Cut(key, "/")
+		if applies, ok := evaluated[rule+"/if"]; ok && applies != true {
+			continue
+		}
+		if b, ok := evaluated[key].(bool); !ok {
+			t.Fatalf("rule assertion %s did not evaluate to a boolean: %v", key, evaluated[key])
+		} else if !b {
+			refused = append(refused, desc)
+		}
+	}
+	sort.Strings(refused)
+	return refused
+}
+
+// evalConditions evaluates condition functions (Fn::Equals, Fn::Not, ...)
+// with parameter values, as CloudFormation does: it compares them as
+// strings.
+func evalConditions(t *testing.T, conds map[string]any, values map[string]string) map[string]any {
+	t.Helper()
+	doc, _ := json.Marshal(map[string]any{"Conditions": conds})
+	out, err := intrinsics.ProcessJSON(doc, &intrinsics.ProcessorOptions{
+		EvaluateConditions:        true,
+		IntrinsicHandlerOverrides: map[string]intrinsics.IntrinsicHandler{"Ref": refHandler(values, nil)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evaluated struct{ Conditions map[string]any }
+	if err := json.Unmarshal(out, &evaluated); err != nil {
+		t.Fatal(err)
+	}
+	return evaluated.Conditions
 }
 
 // refHandler resolves Ref: parameters to their values (numbers for Number

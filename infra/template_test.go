@@ -18,6 +18,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/config"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
+	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
 
 // cloudFrontDomain stands for the distribution's domain that scripts/deploy
@@ -57,15 +58,26 @@ func configDefaults(t *testing.T) config.Config {
 	return cfg
 }
 
+// schemasDir holds registry schemas for resource types cfn-lint does not
+// know yet (see infra/schemas/README.md).
+const schemasDir = "schemas"
+
 func TestCfnLint(t *testing.T) {
 	// cfn-lint knows every resource's schema. scripts/test installs it (and
 	// sets MEDIA_PROXY_TEST_REQUIRE_PACKAGE=1, so CI cannot skip this); a
 	// developer laptop may lack it.
 	lint, err := exec.LookPath("cfn-lint")
 	need(t, "cfn-lint (python3 -m pip install cfn-lint)", err == nil)
-	out, err := exec.Command(lint, templateFile).CombinedOutput()
-	if err != nil {
-		t.Fatalf("cfn-lint %s: %v\n%s", templateFile, err, out)
+	// The proxy's stack in the regions the docs name; the edge stack only
+	// ever in us-east-1, where CloudFront's web ACLs are made.
+	for _, c := range [][]string{
+		{templateFile, "--regions", "us-east-1", "ap-northeast-1", "eu-west-1"},
+		{edgeFile, "--regions", "us-east-1", "--registry-schemas", schemasDir},
+	} {
+		out, err := exec.Command(lint, c...).CombinedOutput()
+		if err != nil {
+			t.Errorf("cfn-lint %s: %v\n%s", strings.Join(c, " "), err, out)
+		}
 	}
 }
 
@@ -267,7 +279,7 @@ func TestEnvironmentValues(t *testing.T) {
 			"MEDIA_PROXY_PUBLIC_BASE_URL": "https://" + cloudFrontDomain,
 			"MEDIA_PROXY_USER_AGENT":      fetch.DefaultUserAgent,
 			"MEDIA_PROXY_MAX_SIZE":        strconv.FormatInt(cfg.MaxSize, 10),
-			"MEDIA_PROXY_METRICS":         "emf",    // the dashboard's per-variant graphs
+			"MEDIA_PROXY_METRICS":         "none",   // custom metrics are billed monthly; the dashboard reads the logs
 			"GOMEMLIMIT":                  "819MiB", // 80 % of the default 1024 MB
 		} {
 			if vars[k] != want {
@@ -282,10 +294,16 @@ func TestEnvironmentValues(t *testing.T) {
 		t.Errorf("worker MEDIA_PROXY_QUEUE=%q, want none", got)
 	}
 
-	// Metrics cost money per metric; they can be turned off.
-	r = render(t, map[string]string{"Metrics": "none"})
-	if got := env(t, r, "ProxyFunction")["MEDIA_PROXY_METRICS"]; got != "none" {
-		t.Errorf("Metrics=none: MEDIA_PROXY_METRICS=%q", got)
+	// Metrics cost money per metric; they can be asked for, and each
+	// value is one the code accepts.
+	for _, m := range listOf(mapOf(mapOf(rawTemplate(t)["Parameters"])["Metrics"])["AllowedValues"]) {
+		r = render(t, map[string]string{"Metrics": fmt.Sprint(m)})
+		for _, fn := range []string{"ProxyFunction", "WorkerFunction"} {
+			v := env(t, r, fn)["MEDIA_PROXY_METRICS"]
+			if _, err := config.Load(func(k string) string { return map[string]string{"MEDIA_PROXY_METRICS": v}[k] }); err != nil || v != fmt.Sprint(m) {
+				t.Errorf("Metrics=%v: %s MEDIA_PROXY_METRICS=%q: %v", m, fn, v, err)
+			}
+		}
 	}
 
 	// Without the worker there is no queue to send to.
@@ -689,14 +707,17 @@ func TestCloudFront(t *testing.T) {
 		str(def.OriginRequestPolicyId) != refOf("ProxyOriginRequestPolicy") {
 		t.Errorf("default behaviour %+v", def)
 	}
+	// The cache key and what reaches the function: exactly the query
+	// parameters the proxy reads, so a cache buster (&x=1, &x=2, ...) is
+	// answered from the edge's copy and never runs the function.
 	cp, _ := r.GetCloudFrontCachePolicyWithName("ProxyCachePolicy")
-	if qs := cp.CachePolicyConfig.ParametersInCacheKeyAndForwardedToOrigin.QueryStringsConfig; qs.QueryStringBehavior != "all" {
-		t.Errorf("cache key query strings %q, want all", qs.QueryStringBehavior)
+	if qs := cp.CachePolicyConfig.ParametersInCacheKeyAndForwardedToOrigin.QueryStringsConfig; qs.QueryStringBehavior != "whitelist" || !slices.Equal(qs.QueryStrings, variant.QueryParameters) {
+		t.Errorf("cache key query strings %s %v, want whitelist %v", qs.QueryStringBehavior, qs.QueryStrings, variant.QueryParameters)
 	}
 	orp, _ := r.GetCloudFrontOriginRequestPolicyWithName("ProxyOriginRequestPolicy")
 	oc := orp.OriginRequestPolicyConfig
-	if oc.QueryStringsConfig.QueryStringBehavior != "all" {
-		t.Errorf("origin request query strings %q, want all", oc.QueryStringsConfig.QueryStringBehavior)
+	if qs := oc.QueryStringsConfig; qs.QueryStringBehavior != "whitelist" || !slices.Equal(qs.QueryStrings, variant.QueryParameters) {
+		t.Errorf("origin request query strings %s %v, want whitelist %v", qs.QueryStringBehavior, qs.QueryStrings, variant.QueryParameters)
 	}
 	// Forwarding Host makes the Function URL answer 403.
 	hc := oc.HeadersConfig
@@ -797,16 +818,26 @@ func TestNamesFit(t *testing.T) {
 		names = append(names, name{o.OriginAccessControlConfig.Name, 64})
 	}
 	for _, p := range r.GetAllCloudFrontCachePolicyResources() {
-		names = append(names, name{p.CachePolicyConfig.Name, 128})
+		names = append(names, name{p.CachePolicyConfig.Name, 128}, name{str(p.CachePolicyConfig.Comment), 128})
 	}
 	for _, p := range r.GetAllCloudFrontOriginRequestPolicyResources() {
-		names = append(names, name{p.OriginRequestPolicyConfig.Name, 128})
+		names = append(names, name{p.OriginRequestPolicyConfig.Name, 128}, name{str(p.OriginRequestPolicyConfig.Comment), 128})
 	}
 	for _, p := range r.GetAllCloudFrontResponseHeadersPolicyResources() {
-		names = append(names, name{p.ResponseHeadersPolicyConfig.Name, 128})
+		names = append(names, name{p.ResponseHeadersPolicyConfig.Name, 128}, name{str(p.ResponseHeadersPolicyConfig.Comment), 128})
 	}
-	if len(names) != 5 {
-		t.Errorf("found %d names, want 5: %v", len(names), names)
+	for _, d := range r.GetAllCloudFrontDistributionResources() {
+		names = append(names, name{str(d.DistributionConfig.Comment), 128})
+	}
+	for _, d := range r.GetAllCloudWatchDashboardResources() {
+		names = append(names, name{str(d.DashboardName), 255})
+	}
+	e := renderFile(t, edgeFile, map[string]string{"AWS::StackName": long + "-edge-ap-northeast-1", "ProxyStack": long + " (ap-northeast-1)", "PlanTier": "FREE"})
+	for _, w := range e.GetAllWAFv2WebACLResources() {
+		names = append(names, name{str(w.Name), 128}, name{str(w.Description), 256})
+	}
+	if len(names) != 12 {
+		t.Errorf("found %d names, want 12: %v", len(names), names)
 	}
 	for _, n := range names {
 		if len(n.name) > n.limit {
@@ -841,6 +872,21 @@ func TestObservability(t *testing.T) {
 	}
 	if _, ok := render(t, defaults()).Resources["AlarmTopic"]; ok {
 		t.Error("an alarm topic without AlarmEmail")
+	}
+
+	// The cap at work: any throttle of the proxy in 5 minutes, mailed.
+	th, err := r.GetCloudWatchAlarmWithName("ThrottleAlarm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if str(th.Namespace) != "AWS/Lambda" || str(th.MetricName) != "Throttles" || str(th.Statistic) != "Sum" ||
+		th.Period == nil || *th.Period != 300 || th.EvaluationPeriods != 1 || th.Threshold == nil || *th.Threshold != 0 ||
+		th.ComparisonOperator != "GreaterThanThreshold" || jsonText(th.Dimensions) != `[{"Name":"FunctionName","Value":"<ProxyFunction>"}]` ||
+		str(th.TreatMissingData) != "notBreaching" {
+		t.Errorf("throttle alarm %+v", th)
+	}
+	if !slices.Equal(th.AlarmActions, []string{refOf("AlarmTopic")}) {
+		t.Errorf("throttle alarm actions %v, want the e-mail topic", th.AlarmActions)
 	}
 
 	// The bill's early warning: the proxy's invocation rate, per hour over
@@ -918,24 +964,30 @@ func TestObservability(t *testing.T) {
 	}
 	var body struct {
 		Widgets []struct {
+			Type       string
 			Properties struct {
 				Metrics [][]any
+				Query   string
 			}
 		}
 	}
 	if err := json.Unmarshal([]byte(dash.DashboardBody), &body); err != nil {
 		t.Fatalf("dashboard body is not JSON: %v\n%s", err, dash.DashboardBody)
 	}
-	var rows []string
+	var rows, queries []string
 	for _, w := range body.Widgets {
 		for _, m := range w.Properties.Metrics {
 			rows = append(rows, jsonText(m))
+		}
+		if w.Type == "log" {
+			queries = append(queries, w.Properties.Query)
 		}
 	}
 	all := strings.Join(rows, "\n")
 	for _, want := range []string{
 		`["AWS/Lambda","Invocations","FunctionName","<ProxyFunction>"]`,
 		`[".","Errors",".","."]`,
+		`[".","Throttles",".","."]`,
 		`"Duration","FunctionName","<ProxyFunction>",{"label":"p50","stat":"p50"}]`,
 		`["...",{"label":"p99","stat":"p99"}]`,
 		`["AWS/Lambda","Invocations","FunctionName","<WorkerFunction>"`,
@@ -945,10 +997,22 @@ func TestObservability(t *testing.T) {
 			t.Errorf("dashboard lacks %s", want)
 		}
 	}
-	for _, metric := range []string{"Requests", "CacheHit", "CacheMiss", "FailureMemory", "BytesOut", "FetchMs", "TransformMs"} {
-		if want := `SEARCH('{MisskeyMediaProxy,Variant} MetricName=\"` + metric + `\"'`; !strings.Contains(all, want) {
-			t.Errorf("dashboard lacks the EMF metric %s by Variant", metric)
+	// What the request lines say, without a custom metric: read from the
+	// log groups with Logs Insights, by the fields the code logs.
+	logs := strings.Join(queries, "\n")
+	for _, want := range []string{
+		`SOURCE '<ProxyLogGroup>' | filter msg = "request" and ispresent(cache) | stats count(*) by cache, bin(5m)`,
+		`status >= 400 | stats count(*) by status, bin(5m)`,
+		`pct(fetch_ms, 99)`, `pct(transform_ms, 99)`, `sum(bytes_out)`,
+		`stats count(*) as requests by url, variant, status | sort requests desc`,
+		`SOURCE '<WorkerLogGroup>' | filter msg = "job" | stats count(*) by outcome, bin(5m)`,
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("dashboard lacks the query %s", want)
 		}
+	}
+	if strings.Contains(dash.DashboardBody, "MisskeyMediaProxy") {
+		t.Error("the dashboard reads custom metrics, which the default (Metrics=none) does not make")
 	}
 	// Without the worker the dashboard must not reference it.
 	r = render(t, map[string]string{"EnableWorker": "false"})
@@ -1067,5 +1131,193 @@ func TestNoDependencyCycles(t *testing.T) {
 	// the distribution's domain from the distribution.
 	if slices.Contains(edges["ProxyFunction"], "Distribution") {
 		t.Error("ProxyFunction references Distribution")
+	}
+}
+
+// accountWideNames are the resource types whose names are unique in the
+// account, not in the region, and the property holding the name (JSON
+// path below Properties). A stack of the same name in another region must
+// not collide with them (CachePolicyAlreadyExists), nor delete them
+// (dashboards are global), so a name set there carries the stack's id or
+// its region.
+var accountWideNames = map[string]string{
+	"AWS::CloudFront::CachePolicy":           "CachePolicyConfig.Name",
+	"AWS::CloudFront::OriginRequestPolicy":   "OriginRequestPolicyConfig.Name",
+	"AWS::CloudFront::ResponseHeadersPolicy": "ResponseHeadersPolicyConfig.Name",
+	"AWS::CloudFront::OriginAccessControl":   "OriginAccessControlConfig.Name",
+	"AWS::CloudFront::Distribution":          "", // unnamed
+	"AWS::CloudWatch::Dashboard":             "DashboardName",
+	"AWS::CloudWatch::Alarm":                 "AlarmName", // regional, but a set name would need the same care
+	"AWS::Budgets::Budget":                   "Budget.BudgetName",
+	"AWS::IAM::Role":                         "RoleName",
+	"AWS::S3::Bucket":                        "BucketName",
+	"AWS::SNS::Topic":                        "TopicName",
+	"AWS::WAFv2::WebACL":                     "Name", // CLOUDFRONT scope: one namespace for the account
+	"AWS::PricingPlanManager::Subscription":  "",
+}
+
+// regionalNames are the types whose names need only be unique in the
+// region, which a stack's name already is.
+var regionalNames = []string{
+	"AWS::Logs::LogGroup", "AWS::Lambda::Function", "AWS::Lambda::Url", "AWS::Lambda::Permission",
+	"AWS::Lambda::EventSourceMapping", "AWS::SQS::Queue", "AWS::S3::BucketPolicy",
+}
+
+func TestAccountUniqueNames(t *testing.T) {
+	for _, c := range []struct {
+		file   string
+		params map[string]string
+	}{
+		{templateFile, map[string]string{"AlarmEmail": "a@example.com", "MonthlyBudget": "30"}},
+		{edgeFile, map[string]string{"ProxyStack": "misskey-media-proxy (us-east-1)", "PlanTier": "FREE", "DistributionArn": "arn:aws:cloudfront::123456789012:distribution/E1"}},
+	} {
+		r := renderFile(t, c.file, c.params)
+		checked := 0
+		for name, res := range mapOf(r.Raw["Resources"]) {
+			typ := fmt.Sprint(mapOf(res)["Type"])
+			path, global := accountWideNames[typ]
+			if !global {
+				if !slices.Contains(regionalNames, typ) {
+					t.Errorf("%s: %s is of type %s, which neither list names: decide whether its name is unique in the account", c.file, name, typ)
+				}
+				continue
+			}
+			if path == "" {
+				continue
+			}
+			v := any(mapOf(res)["Properties"])
+			for _, k := range strings.Split(path, ".") {
+				v = mapOf(v)[k]
+			}
+			if v == nil {
+				continue // CloudFormation makes a unique name
+			}
+			checked++
+			if s := fmt.Sprint(v); !strings.Contains(s, stackUUID) && !strings.Contains(s, "us-east-1") {
+				t.Errorf("%s: %s's %s %q carries neither the stack's id nor its region", c.file, name, path, s)
+			}
+		}
+		if checked == 0 {
+			t.Errorf("%s: no account-wide name checked", c.file)
+		}
+	}
+}
+
+// TestRules: the template refuses what CloudFormation would otherwise
+// accept and quietly ignore or get wrong.
+func TestRules(t *testing.T) {
+	for _, c := range []struct {
+		params map[string]string
+		want   string // part of the refusal, "" for none
+	}{
+		{map[string]string{"DomainName": "media.example.com"}, "DomainName needs CertificateArn"},
+		{map[string]string{"DomainName": "media.example.com", "CertificateArn": "arn:aws:acm:us-east-1:1:certificate/x"}, ""},
+		{map[string]string{"PricingPlan": "free"}, "needs the edge stack's WebAclArn"},
+		{map[string]string{"PricingPlan": "pro", "WebAclArn": "arn:aws:wafv2:us-east-1:1:global/webacl/x/y", "EnableCloudFront": "false"}, "needs EnableCloudFront=true"},
+		{map[string]string{"PricingPlan": "pro", "WebAclArn": "arn:aws:wafv2:us-east-1:1:global/webacl/x/y"}, ""},
+		{map[string]string{"ProxyConcurrencyCap": "off", "ProxyReservedConcurrency": "20"}, "reserves no concurrency"},
+		{map[string]string{"ProxyConcurrencyCap": "off"}, ""},
+		{map[string]string{"ProxyConcurrencyCap": "50", "ProxyReservedConcurrency": "50"}, ""},
+	} {
+		got := strings.Join(refusals(t, templateFile, c.params), "; ")
+		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+			t.Errorf("%v: refused %q, want %q", c.params, got, c.want)
+		}
+	}
+	// With a plan, the distribution names the edge stack's web ACL.
+	r := render(t, map[string]string{"PricingPlan": "free", "WebAclArn": "arn:aws:wafv2:us-east-1:1:global/webacl/x/y"})
+	if d, _ := r.GetCloudFrontDistributionWithName("Distribution"); str(d.DistributionConfig.WebACLId) != "arn:aws:wafv2:us-east-1:1:global/webacl/x/y" {
+		t.Errorf("with a plan: WebACLId %q", str(d.DistributionConfig.WebACLId))
+	}
+	if d, _ := render(t, defaults()).GetCloudFrontDistributionWithName("Distribution"); d.DistributionConfig.WebACLId != nil {
+		t.Errorf("pay-as-you-go: WebACLId %q, want none (AWS WAF is billed apart)", *d.DistributionConfig.WebACLId)
+	}
+	if got := render(t, defaults()).Outputs["DistributionArn"].Value; got != "arn:aws:cloudfront::123456789012:distribution/"+refOf("Distribution") {
+		t.Errorf("DistributionArn output %v", got)
+	}
+}
+
+// TestEdgeStack: the flat-rate plan's stack. Its web ACL's one rule limits
+// each address's requests to the function (not to stored variants, v1/*,
+// which cost no invocation), and its subscription, made once the
+// distribution exists, covers both as the plan requires.
+func TestEdgeStack(t *testing.T) {
+	dist := "arn:aws:cloudfront::123456789012:distribution/E1"
+	first := renderFile(t, edgeFile, map[string]string{"ProxyStack": "p (ap-northeast-1)", "PlanTier": "FREE"})
+	if _, ok := mapOf(first.Raw["Resources"])["Subscription"]; ok {
+		t.Error("a subscription without a distribution (the first pass)")
+	}
+	r := renderFile(t, edgeFile, map[string]string{"ProxyStack": "p (ap-northeast-1)", "PlanTier": "PRO", "DistributionArn": dist, "RateLimit": "1200"})
+	acl, err := r.GetWAFv2WebACLWithName("WebAcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acl.Scope != "CLOUDFRONT" || acl.DefaultAction.Allow == nil || len(acl.Rules) != 1 {
+		t.Fatalf("web ACL %s, default %+v, %d rules; want CLOUDFRONT, allow, one rule", acl.Scope, acl.DefaultAction, len(acl.Rules))
+	}
+	rule := acl.Rules[0]
+	rb := rule.Statement.RateBasedStatement
+	if rb == nil || rb.Limit != 1200 || rb.AggregateKeyType != "IP" || rule.Action == nil || rule.Action.Block == nil {
+		t.Fatalf("rule %s: %+v, action %+v; want a rate-based block of 1200 per IP", rule.Name, rb, rule.Action)
+	}
+	if cr := rule.Action.Block.CustomResponse; cr == nil || cr.ResponseCode != 429 {
+		t.Errorf("blocked requests get %+v, want 429", cr)
+	}
+	scope := jsonText(rb.ScopeDownStatement)
+	if !strings.Contains(scope, `"NotStatement"`) || !strings.Contains(scope, `"SearchString":"/v1/"`) || !strings.Contains(scope, `"PositionalConstraint":"STARTS_WITH"`) {
+		t.Errorf("the rule's scope %s, want every path but /v1/*", scope)
+	}
+
+	sub := mapOf(mapOf(mapOf(r.Raw["Resources"])["Subscription"])["Properties"])
+	if sub["PlanTier"] != "PRO" || sub["PlanFamily"] != "CloudFront" || jsonText(sub["ResourceArns"]) != `["`+dist+`","<WebAcl.Arn>"]` {
+		t.Errorf("subscription %v", sub)
+	}
+	// cfn-lint 1.51 knows the type only through infra/schemas, and does
+	// not check the properties of types it learns that way: this does.
+	var schema struct {
+		Properties map[string]struct {
+			Enum     []string
+			MinItems int
+			MaxItems int
+		}
+		Required           []string
+		ReadOnlyProperties []string
+	}
+	raw, err := os.ReadFile(schemasDir + "/aws-pricingplanmanager-subscription.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range schema.Required {
+		if sub[req] == nil {
+			t.Errorf("subscription lacks %s", req)
+		}
+	}
+	for k, v := range sub {
+		p, ok := schema.Properties[k]
+		if !ok || slices.Contains(schema.ReadOnlyProperties, "/properties/"+k) {
+			t.Errorf("subscription sets %s, which the type does not take", k)
+			continue
+		}
+		if len(p.Enum) > 0 && !slices.Contains(p.Enum, fmt.Sprint(v)) {
+			t.Errorf("subscription %s=%v, want one of %v", k, v, p.Enum)
+		}
+		if l, ok := v.([]any); ok && (len(l) < p.MinItems || p.MaxItems > 0 && len(l) > p.MaxItems) {
+			t.Errorf("subscription %s has %d items", k, len(l))
+		}
+	}
+	// The main template's plan names match the edge stack's tiers.
+	tiers := listOf(mapOf(mapOf(rawTemplateOf(t, edgeFile)["Parameters"])["PlanTier"])["AllowedValues"])
+	plans := listOf(mapOf(mapOf(rawTemplate(t)["Parameters"])["PricingPlan"])["AllowedValues"])
+	var want []string
+	for _, p := range plans {
+		if p != "none" {
+			want = append(want, strings.ToUpper(fmt.Sprint(p)))
+		}
+	}
+	if fmt.Sprint(tiers) != fmt.Sprint(want) {
+		t.Errorf("edge stack tiers %v, template plans %v", tiers, plans)
 	}
 }

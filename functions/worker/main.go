@@ -35,6 +35,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	lambda.Start(worker.New(svc.Runner, cfg.WorkerConcurrency, log).Handle)
+	h := worker.New(svc.Runner, cfg.WorkerConcurrency, log)
+	h.Metrics = cfg.Metrics
+	lambda.Start(h.Handle)
 	return nil
 }

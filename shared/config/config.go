@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
+	"github.com/misskey-lambda/media-proxy/shared/emf"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/s3store"
 	"golang.org/x/net/http/httpproxy"
@@ -101,8 +102,9 @@ type Config struct {
 	AllowMethods          string
 
 	LogLevel slog.Level
-	// Metrics adds CloudWatch EMF fields to log lines ("emf" or "none").
-	Metrics bool
+	// Metrics adds CloudWatch EMF fields to log lines: none, one metric
+	// per name and function (emf), or also per variant (emf-variant).
+	Metrics emf.Mode
 }
 
 // StoreKind is the kind of store MEDIA_PROXY_STORE names.
@@ -258,13 +260,9 @@ func settings() []setting {
 			}
 			return errors.New("want debug, info, warn or error")
 		}},
-		{name: "MEDIA_PROXY_METRICS", auto: "`emf` on Lambda, else `none`", parse: func(c *Config, v string) error {
-			switch v {
-			case "emf", "none":
-				c.Metrics = v == "emf"
-				return nil
-			}
-			return errors.New("want emf or none")
+		{name: "MEDIA_PROXY_METRICS", def: "none", parse: func(c *Config, v string) (err error) {
+			c.Metrics, err = emf.ParseMode(v)
+			return err
 		}},
 		{name: "HTTP_PROXY", lower: true, parse: text(func(c *Config) *string { return &c.OutgoingProxy.HTTPProxy })},
 		{name: "HTTPS_PROXY", lower: true, parse: text(func(c *Config) *string { return &c.OutgoingProxy.HTTPSProxy })},
@@ -328,9 +326,6 @@ func Load(getenv func(string) string) (Config, error) {
 			errs = append(errs, errors.New(`MEDIA_PROXY_STORE: must be set on Lambda: want s3://<bucket>/<prefix> or none`))
 		}
 		c.Store = Store{Kind: StoreDir, Dir: defaultStoreDir()}
-	}
-	if !set["MEDIA_PROXY_METRICS"] {
-		c.Metrics = c.OnLambda
 	}
 	if !set["MEDIA_PROXY_QUEUE"] {
 		c.Queue = Queue{Kind: QueueLocal}

@@ -43,3 +43,16 @@ func TTL(status int) time.Duration {
 
 // Permanent reports whether a failure with status cannot pass by retrying.
 func Permanent(status int) bool { return TTL(status) == PermanentTTL }
+
+// ExpensiveAfter is how long a failure must have taken to find for a
+// marker in the store to pay: a stored marker costs a PUT (and a HEAD on
+// every later miss of any instance), finding the failure again costs
+// this much compute. A remote 404 found in 50 ms is cheaper to find
+// again than to store, so a flood of such URLs writes nothing; a timeout,
+// a slow transform or a long download that ends in a refusal is stored
+// for every instance.
+const ExpensiveAfter = time.Second
+
+// Stored reports whether a failure that took took to find is worth a
+// marker in the store, besides the process's own memory.
+func Stored(took time.Duration) bool { return took >= ExpensiveAfter }

@@ -37,3 +37,51 @@ func TestTTL(t *testing.T) {
 		t.Errorf("transient failures are remembered %v; the README promises seconds", TransientTTL)
 	}
 }
+
+func TestMemory(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	m := NewMemory(3)
+	m.SetClock(func() time.Time { return now })
+	m.Remember("a", 404, PermanentTTL)
+	m.Remember("b", 502, TransientTTL)
+	now = now.Add(4 * time.Second)
+	if status, left, ok := m.Recall("a"); !ok || status != 404 || left != PermanentTTL-4*time.Second {
+		t.Errorf("a: %d, %v left, %v; want 404 with what is left of %v", status, left, ok, PermanentTTL)
+	}
+	if _, left, ok := m.Recall("b"); !ok || left != 6*time.Second {
+		t.Errorf("b: %v left, %v; want 6s", left, ok)
+	}
+	now = now.Add(6 * time.Second)
+	if _, _, ok := m.Recall("b"); ok {
+		t.Error("b is recalled past its TTL")
+	}
+	// Bounded: the least recently used goes first.
+	m.Remember("c", 404, PermanentTTL)
+	m.Remember("d", 404, PermanentTTL)
+	m.Recall("a")
+	m.Remember("e", 404, PermanentTTL)
+	if m.Len() != 3 {
+		t.Errorf("%d kept, want 3", m.Len())
+	}
+	for key, want := range map[string]bool{"a": true, "c": false, "d": true, "e": true} {
+		if _, _, ok := m.Recall(key); ok != want {
+			t.Errorf("%s recalled %v, want %v", key, ok, want)
+		}
+	}
+	// Nothing for ttl 0, and a nil memory remembers nothing.
+	m.Remember("f", 429, 0)
+	if _, _, ok := m.Recall("f"); ok {
+		t.Error("remembered with ttl 0")
+	}
+	var none *Memory
+	none.Remember("a", 404, PermanentTTL)
+	if _, _, ok := none.Recall("a"); ok {
+		t.Error("a nil memory recalled something")
+	}
+}
+
+func TestStored(t *testing.T) {
+	if Stored(50*time.Millisecond) || !Stored(ExpensiveAfter) || !Stored(30*time.Second) {
+		t.Error("only failures that took ExpensiveAfter or more are stored")
+	}
+}

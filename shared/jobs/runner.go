@@ -62,6 +62,9 @@ type Runner struct {
 	Store    store.Store
 	// Canonical gives the form keys and fetches use, as the proxy's.
 	Canonical Canonicalizer
+	// Failures is the process's failure memory (the proxy's, when jobs
+	// run in its process); nil keeps failures in the store only.
+	Failures *failure.Memory
 	// Budget, when set, accounts for the buffers the store holds while a
 	// large body streams into it (store.WriteBuffer).
 	Budget *budget.Budget
@@ -85,6 +88,7 @@ func (r *Runner) Run(ctx context.Context, j Job) (Report, error) {
 }
 
 func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
+	start := time.Now()
 	if err := j.validate(); err != nil {
 		// Not reachable through Decode, which checks the same; a bad job
 		// built in code is finished, not retried.
@@ -109,7 +113,7 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 	// A failure remembered by the proxy or an earlier job: the source was
 	// tried moments ago, so do not hit it again. A transient one comes
 	// back later, when the queue delivers the job again.
-	if status, err := r.Store.Failure(ctx, failKey); err == nil {
+	if status, ok := r.recall(ctx, failKey); ok {
 		if failure.Permanent(status) {
 			return Report{Outcome: Skipped, Status: status}, nil
 		}
@@ -122,8 +126,12 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 		var ferr error
 		if ttl := pipeline.Remember(err); ttl > 0 && ctx.Err() == nil {
 			// The marker only saves a later fetch; the job's outcome
-			// does not depend on it.
-			ferr = r.Store.Fail(ctx, failKey, status, ttl)
+			// does not depend on it. As the proxy does, only a failure
+			// that took long to find is worth one in the store.
+			r.Failures.Remember(failKey, status, ttl)
+			if failure.Stored(time.Since(start)) {
+				ferr = r.Store.Fail(ctx, failKey, status, ttl)
+			}
 		}
 		if !failure.Permanent(status) || !problem.IsSource(err) || ctx.Err() != nil {
 			return Report{Status: status}, fmt.Errorf("produce %s of %s: %w", j.Variant, j.URL, err)
@@ -162,6 +170,19 @@ func (r *Runner) run(ctx context.Context, j Job) (Report, error) {
 		return rep, fmt.Errorf("store %s: %w", key, err)
 	}
 	return rep, nil
+}
+
+// recall finds a failure remembered by this process or stored by any.
+func (r *Runner) recall(ctx context.Context, failKey string) (int, bool) {
+	if status, _, ok := r.Failures.Recall(failKey); ok {
+		return status, true
+	}
+	status, left, err := r.Store.Failure(ctx, failKey)
+	if err != nil {
+		return 0, false
+	}
+	r.Failures.Remember(failKey, status, left)
+	return status, true
 }
 
 // Log writes the one line a job gets: id is the queue's message id (or

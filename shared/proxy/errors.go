@@ -10,13 +10,17 @@ import (
 
 // errorCacheControl is how long an error may be cached: as long as the
 // proxy remembers it (five minutes for a failure no retry can fix, a few
-// seconds for one that may pass), and not at all when it says nothing
-// about the source (a store fault, no memory budget free, an origin
-// asking to come back later), so a CDN never keeps a passing fault for
-// minutes.
+// seconds for one that may pass; for a failure remembered earlier, what
+// is left of that), and not at all when it says nothing about the source
+// (a store fault, no memory budget free, an origin asking to come back
+// later), so a CDN never keeps a passing fault for minutes.
 func errorCacheControl(rp reply) string {
 	if rp.source && rp.retryAfter == 0 {
-		if ttl := failure.TTL(rp.status); ttl > 0 {
+		ttl := failure.TTL(rp.status)
+		if rp.left > 0 && ttl > 0 {
+			ttl = min(rp.left, ttl)
+		}
+		if ttl > 0 {
 			return "max-age=" + strconv.Itoa(int(ttl/time.Second))
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
+	"github.com/misskey-lambda/media-proxy/shared/emf"
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/store"
@@ -82,11 +84,14 @@ type Config struct {
 	// trip.
 	InlineHitsBelow int64
 	// Metrics adds CloudWatch Embedded Metric Format fields to each
-	// request's log line.
-	Metrics bool
+	// request's log line, as many as the mode says.
+	Metrics emf.Mode
 	// Precompute, when set, receives jobs for the siblings of a variant
 	// produced on a cache miss (see variant.Kind.Siblings).
 	Precompute jobs.Enqueuer
+	// Failures is the process's failure memory, shared with the jobs it
+	// runs; nil gives the handler one of its own.
+	Failures *failure.Memory
 }
 
 // Handler serves the proxy's query API.
@@ -96,6 +101,7 @@ type Handler struct {
 	writeStall  time.Duration
 	log         *slog.Logger
 	flights     flights
+	failures    *failure.Memory
 	placeholder []byte
 }
 
@@ -110,8 +116,12 @@ func New(cfg Config) *Handler {
 	if cfg.StreamTimeout <= 0 {
 		cfg.StreamTimeout = 2 * time.Minute
 	}
+	if cfg.Failures == nil {
+		cfg.Failures = failure.NewMemory(0)
+	}
 	return &Handler{
 		cfg:         cfg,
+		failures:    cfg.Failures,
 		noStore:     !cfg.Store.Keeps(),
 		writeStall:  writeStall(cfg.WriteTimeout),
 		log:         cfg.Logger,

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/problem"
@@ -41,10 +42,12 @@ const (
 type reply struct {
 	kind replyKind
 	// Errors: the status, and whether the cause says something about the
-	// source (which decides how long the answer may be cached).
+	// source (which decides how long the answer may be cached). left,
+	// for a remembered failure, is how long it is still remembered.
 	status     int
 	source     bool
 	retryAfter time.Duration
+	left       time.Duration
 	// Successes.
 	meta  store.Meta
 	data  []byte
@@ -85,10 +88,16 @@ func resultReply(res *pipeline.Result) reply {
 	return rp
 }
 
-// answer decides the reply to a parsed request: a stored variant, a
-// remembered failure, or the result of producing it (shared with
-// identical requests in flight).
+// answer decides the reply to a parsed request: a failure this process
+// remembers, a stored variant, a failure another process stored, or the
+// result of producing it (shared with identical requests in flight).
 func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
+	// The process's own memory first: it costs no store request, so a
+	// flood of URLs that failed moments ago costs nothing in the store.
+	if status, left, ok := h.failures.Recall(req.failKey); ok {
+		rec.outcome = "failure-memory"
+		return reply{kind: replyError, status: status, source: true, left: left}
+	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	e, err := h.cfg.Store.Lookup(lctx, req.key)
 	cancel()
@@ -103,11 +112,12 @@ func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
 		h.log.Warn("store lookup failed; answering without the cache", "request_id", rec.id, "key", req.key, "err", err)
 	default:
 		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-		status, err := h.cfg.Store.Failure(lctx, req.failKey)
+		status, left, err := h.cfg.Store.Failure(lctx, req.failKey)
 		cancel()
 		if err == nil {
+			h.failures.Remember(req.failKey, status, left)
 			rec.outcome = "failure-memory"
-			return reply{kind: replyError, status: status, source: true}
+			return reply{kind: replyError, status: status, source: true, left: left}
 		}
 	}
 	rec.outcome = "miss"
@@ -334,11 +344,16 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// remember writes a failure marker for a failure of the source, for as
-// long as package failure says.
+// remember keeps a failure of the source for as long as package failure
+// says: in the process's memory, and in the store too when it took long
+// to find (failure.Stored), for the other instances.
 func (h *Handler) remember(ctx context.Context, req request, id string, err error) {
 	ttl := pipeline.Remember(err)
 	if ttl == 0 {
+		return
+	}
+	h.failures.Remember(req.failKey, problem.Status(err), ttl)
+	if !failure.Stored(time.Since(req.start)) {
 		return
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)

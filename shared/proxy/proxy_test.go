@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -217,15 +218,30 @@ func errorCache(status int) string {
 	return "max-age=300"
 }
 
+// checkErrorCache checks an error's Cache-Control: errorCache's for a
+// failure found now, or for one remembered from moments ago what is left
+// of it (in whole seconds, so one less).
+func checkErrorCache(t *testing.T, r response, status int) {
+	t.Helper()
+	got, want := r.header.Get("Cache-Control"), errorCache(status)
+	if got == want {
+		return
+	}
+	if full, ok := strings.CutPrefix(want, "max-age="); ok {
+		if n, _ := strconv.Atoi(full); got == "max-age="+strconv.Itoa(n-1) {
+			return
+		}
+	}
+	t.Errorf("Cache-Control = %q, want %s (or a second less, remembered)", got, want)
+}
+
 func checkError(t *testing.T, r response, status int) {
 	t.Helper()
 	checkCommon(t, r)
 	if r.status != status {
 		t.Fatalf("status %d (%q), want %d", r.status, r.body, status)
 	}
-	if got, want := r.header.Get("Cache-Control"), errorCache(status); got != want {
-		t.Errorf("Cache-Control = %q, want %s", got, want)
-	}
+	checkErrorCache(t, r, status)
 	for _, leak := range []string{"vips", "/", "goroutine", ".go:"} {
 		if bytes.Contains(r.body, []byte(leak)) {
 			t.Errorf("error body leaks %q: %q", leak, r.body)
@@ -651,9 +667,25 @@ func TestCacheAndCoalescing(t *testing.T) {
 
 func TestFailureMemory(t *testing.T) {
 	o := newOrigin(t)
-	p := newProxy(t, nil)
+	p, _, svc := newService(t, nil)
 	for range 3 {
 		checkError(t, get(t, p, o.URL+"/dead.png", "emoji=1"), http.StatusNotFound)
+	}
+	if n := o.hitCount("/dead.png"); n != 1 {
+		t.Errorf("a dead link was fetched %d times, want 1", n)
+	}
+	// A remembered failure may be cached for what is left of it, not for
+	// its whole life again: 100 s on, 200 s.
+	later := time.Now().Add(100 * time.Second)
+	svc.Runner.Failures.SetClock(func() time.Time { return later })
+	r := get(t, p, o.URL+"/dead.png", "emoji=1")
+	if r.status != http.StatusNotFound || r.header.Get("Cache-Control") != "max-age=199" && r.header.Get("Cache-Control") != "max-age=200" {
+		t.Errorf("100 s on: %d, Cache-Control %q; want 404 with max-age=200 (or a second less)", r.status, r.header.Get("Cache-Control"))
+	}
+	// And the fallback placeholder that stands for it, too.
+	r = get(t, p, o.URL+"/dead.png", "emoji=1&fallback=1")
+	if r.status != http.StatusOK || r.header.Get("Cache-Control") != "max-age=199" && r.header.Get("Cache-Control") != "max-age=200" {
+		t.Errorf("fallback 100 s on: %d, Cache-Control %q; want max-age=200 (or a second less)", r.status, r.header.Get("Cache-Control"))
 	}
 	if n := o.hitCount("/dead.png"); n != 1 {
 		t.Errorf("a dead link was fetched %d times, want 1", n)

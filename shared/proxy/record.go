@@ -61,8 +61,8 @@ func (h *Handler) logRequest(r *http.Request, rec *record, took time.Duration) {
 	if rec.err != nil {
 		attrs = append(attrs, slog.String("err", rec.err.Error()))
 	}
-	if h.cfg.Metrics && rec.kind != "" { // health checks and preflights are not worth a metric
-		attrs = append(attrs, requestMetrics(rec)...)
+	if rec.kind != "" { // health checks and preflights are not worth a metric
+		attrs = append(attrs, requestMetrics(h.cfg.Metrics, rec)...)
 	}
 	h.log.LogAttrs(r.Context(), level(rec), "request", attrs...)
 }
@@ -77,9 +77,10 @@ func level(rec *record) slog.Level {
 	return slog.LevelInfo
 }
 
-// requestMetrics makes the request's log line a CloudWatch EMF record too.
-func requestMetrics(rec *record) []slog.Attr {
-	return emf.Attrs(time.Now(), "Variant", rec.kind,
+// requestMetrics makes the request's log line a CloudWatch EMF record too,
+// as mode says: RequestMetrics names.
+func requestMetrics(mode emf.Mode, rec *record) []slog.Attr {
+	return emf.Attrs(time.Now(), mode, "proxy", rec.kind,
 		emf.Metric{Name: "Requests", Unit: emf.Count, Value: 1},
 		emf.Metric{Name: "CacheHit", Unit: emf.Count, Value: emf.Flag(rec.outcome == "hit")},
 		emf.Metric{Name: "CacheMiss", Unit: emf.Count, Value: emf.Flag(rec.outcome == "miss")},
@@ -91,6 +92,10 @@ func requestMetrics(rec *record) []slog.Attr {
 		emf.Metric{Name: "TtfbMs", Unit: emf.Milliseconds, Value: float64(rec.ttfb.Milliseconds())},
 	)
 }
+
+// RequestMetrics is how many metrics a request line carries; the cost
+// model in docs/deploy.md counts them (TestRequestLogLineIsEMF holds both).
+const RequestMetrics = 9
 
 // requestID is the request's id in logs: on Lambda, the invocation's (the
 // one Lambda's own log lines and metrics carry), else one of our own. A

@@ -3,7 +3,9 @@ package proxy
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/problem"
@@ -22,6 +24,9 @@ type request struct {
 	key, failKey string
 	// logURL is the source for the log line, without user info or query.
 	logURL string
+	// start is when the request came in: a failure found long after it
+	// is worth storing (failure.Stored).
+	start time.Time
 	// partial: the request asks for a part of the body (a Range other
 	// than the whole of it, "bytes=0-"), which a streamed miss cannot
 	// answer with 206; Safari probes a video with "bytes=0-1" and plays it
@@ -34,11 +39,11 @@ type request struct {
 // URL, 403 for a refused port) before anything is fetched, so a refused
 // spelling can never touch the failure memory of the URL it resembles.
 func parseRequest(r *http.Request, canonical func(string) (*url.URL, error)) (request, int) {
-	var req request
+	req := request{start: time.Now()}
 	if !routable(r.URL.Path) {
 		return req, http.StatusNotFound
 	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
+	q, err := parseQuery(r.URL.RawQuery)
 	_, req.fallback = q["fallback"]
 	req.kind = variant.FromQuery(q)
 	if rg := strings.TrimSpace(r.Header.Get("Range")); rg != "" && rg != "bytes=0-" {
@@ -64,6 +69,31 @@ func parseRequest(r *http.Request, canonical func(string) (*url.URL, error)) (re
 	req.key = variant.Key(c, req.kind)
 	req.failKey = variant.FailureKey(c, req.kind)
 	return req, 0
+}
+
+// parseQuery reads the parameters the proxy knows (variant.QueryParameters)
+// and ignores every other, even one url.ParseQuery would refuse: nothing
+// but these may change an answer, which is what lets a CDN keep only them
+// in its cache key. A known parameter that cannot be read is an error.
+func parseQuery(raw string) (url.Values, error) {
+	q := url.Values{}
+	var bad error
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil || !slices.Contains(variant.QueryParameters, key) {
+			continue
+		}
+		value, err := url.QueryUnescape(v)
+		if err != nil {
+			bad = err
+			continue
+		}
+		q[key] = append(q[key], value)
+	}
+	return q, bad
 }
 
 // routable accepts "/<name>" and "/proxy/<name>" with a non-empty name.

@@ -33,6 +33,9 @@ func TestParseRequest(t *testing.T) {
 		{"/e.webp?url=a&url=b", http.StatusBadRequest, variant.Original, "", false},
 		{"/e.webp?emoji=1", http.StatusBadRequest, variant.Emoji, "", false},
 		{"/e.webp?url=%zz", http.StatusBadRequest, variant.Original, "", false},
+		// Parameters the proxy does not read are ignored, even those
+		// url.ParseQuery refuses; flags are case-sensitive.
+		{"/e.webp?x=%zz&%zz=1&Emoji=1&a;b=c&emoji=2&url=" + q("https://example.com/a.png") + "&y=%", 0, variant.Emoji, "https://example.com/a.png", false},
 		{"/a/b?url=" + q("https://example.com/"), http.StatusNotFound, "", "", false},
 		{"/proxy/?url=" + q("https://example.com/"), http.StatusNotFound, "", "", false},
 	} {

@@ -16,6 +16,15 @@ import (
 // the bytes of a variant of a URL never change.
 const cacheSuccess = "max-age=31536000, immutable"
 
+// cacheStreamed is what a body streamed from the origin as it arrives is
+// served with. Should the origin break off after the headers, the
+// response ends without its last chunk (Lambda: with error trailers);
+// whether CloudFront then keeps the short body as a complete one has not
+// been measured on a real deployment, so a CDN may keep a streamed body a
+// minute at most. The next request finds the stored copy, answered with
+// cacheSuccess.
+const cacheStreamed = "max-age=60"
+
 // write writes rp.
 func (h *Handler) write(w http.ResponseWriter, r *http.Request, rec *record, rp reply, fallback bool) {
 	switch rp.kind {
@@ -26,7 +35,7 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, rec *record, rp 
 	case replyEntry:
 		h.writeEntry(w, r, rec, rp.entry, rp.body)
 	case replyStream:
-		h.writeStream(w, r, rec, rp.meta, rp.body)
+		h.writeStream(w, r, rec, rp.meta, rp.body, cacheStreamed)
 	}
 }
 
@@ -65,17 +74,19 @@ func (h *Handler) writeEntry(w http.ResponseWriter, r *http.Request, rec *record
 	}
 	// Not seekable (an object read through the store's API): the whole
 	// body, which still honours If-None-Match.
-	h.writeStream(w, r, rec, e.Meta, body)
+	h.writeStream(w, r, rec, e.Meta, body, cacheSuccess)
 }
 
 // writeStream answers 200 with a body read as it goes, ignoring Range: a
 // stream cannot seek. A read error after the headers aborts the response.
-// Each write is flushed, so bytes leave as they arrive.
-func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.Reader) {
+// Each write is flushed, so bytes leave as they arrive. cacheControl is
+// cacheSuccess for a stored object, cacheStreamed for one still arriving.
+func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.Reader, cacheControl string) {
 	if notModified(w, r, rec, m.ETag) {
 		return
 	}
 	setSuccess(w.Header(), m)
+	w.Header().Set("Cache-Control", cacheControl)
 	if m.Size >= 0 {
 		w.Header().Set("Content-Length", strconv.FormatInt(m.Size, 10))
 	}

@@ -523,29 +523,33 @@ func (s *Store) Fail(ctx context.Context, key string, status int, ttl time.Durat
 	return nil
 }
 
-func (s *Store) Failure(ctx context.Context, key string) (int, error) {
+func (s *Store) Failure(ctx context.Context, key string) (int, time.Duration, error) {
 	k := s.cfg.Prefix + key
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: &k})
 	if isNotFound(err) {
-		return 0, store.ErrNotFound
+		return 0, 0, store.ErrNotFound
 	}
 	if err != nil {
-		return 0, fmt.Errorf("s3store: head failure %s: %w", key, err)
+		return 0, 0, fmt.Errorf("s3store: head failure %s: %w", key, err)
 	}
 	status, err := strconv.Atoi(metaValue(out.Metadata, metaStatus))
 	if err != nil {
-		return 0, fmt.Errorf("s3store: bad failure marker %s: %w", key, err)
+		return 0, 0, fmt.Errorf("s3store: bad failure marker %s: %w", key, err)
 	}
 	ttl, err := strconv.ParseInt(metaValue(out.Metadata, metaTTL), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("s3store: bad failure marker %s: %w", key, err)
+		return 0, 0, fmt.Errorf("s3store: bad failure marker %s: %w", key, err)
 	}
 	// LastModified has whole seconds: a marker a second old may look fresh
 	// for up to a second longer, never shorter.
-	if out.LastModified == nil || s.now().Sub(*out.LastModified) > time.Duration(ttl)*time.Second {
-		return 0, store.ErrNotFound
+	if out.LastModified == nil {
+		return 0, 0, store.ErrNotFound
 	}
-	return status, nil
+	left := time.Duration(ttl)*time.Second - s.now().Sub(*out.LastModified)
+	if left <= 0 {
+		return 0, 0, store.ErrNotFound
+	}
+	return status, left, nil
 }
 
 // completeGuard finishes multipart uploads on the transfer manager's

@@ -352,7 +352,7 @@ func TestMissing(t *testing.T) {
 	if _, err := s.Lookup(t.Context(), "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Lookup: %v, want ErrNotFound", err)
 	}
-	if _, err := s.Failure(t.Context(), "nope"); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := s.Failure(t.Context(), "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Failure: %v, want ErrNotFound", err)
 	}
 }
@@ -501,19 +501,25 @@ func TestFailure(t *testing.T) {
 	if err := s.Fail(ctx, "failed/x", 404, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := s.Failure(ctx, "failed/x"); err != nil || st != 404 {
-		t.Errorf("Failure = %d, %v; want 404", st, err)
+	if st, left, err := s.Failure(ctx, "failed/x"); err != nil || st != 404 || left <= 4*time.Minute || left > 5*time.Minute+time.Second {
+		t.Errorf("Failure = %d, %v left, %v; want 404 with about 5m left", st, left, err)
 	}
 	// A later failure replaces the first.
 	if err := s.Fail(ctx, "failed/x", 502, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := s.Failure(ctx, "failed/x"); err != nil || st != 502 {
+	if st, _, err := s.Failure(ctx, "failed/x"); err != nil || st != 502 {
 		t.Errorf("Failure = %d, %v; want 502", st, err)
+	}
+	// What is left is the TTL less the marker's age (LastModified has
+	// whole seconds, so up to a second more).
+	s.now = func() time.Time { return time.Now().Add(4 * time.Second) }
+	if _, left, err := s.Failure(ctx, "failed/x"); err != nil || left <= 5*time.Second || left > 7*time.Second {
+		t.Errorf("Failure 4 s on: %v left, %v; want about 6 s", left, err)
 	}
 	// Each marker lives as long as it was written for.
 	s.now = func() time.Time { return time.Now().Add(12 * time.Second) }
-	if _, err := s.Failure(ctx, "failed/x"); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := s.Failure(ctx, "failed/x"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("expired Failure: %v, want ErrNotFound", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
 	"github.com/misskey-lambda/media-proxy/shared/config"
+	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/fetch"
 	"github.com/misskey-lambda/media-proxy/shared/functionurl"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
@@ -83,7 +84,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		stream = cfg.LambdaStreamLimit
 	}
 	pl := pipeline.New(fetcher, tr, pipeline.Options{InMemory: inMemory, MaxConvertSize: cfg.MaxConvertSize, Budget: mem})
-	runner := &jobs.Runner{Producer: pl, Store: st, Canonical: fetcher.Canonical, Budget: mem}
+	// One failure memory for the requests and the jobs of this process.
+	failures := failure.NewMemory(0)
+	runner := &jobs.Runner{Producer: pl, Store: st, Canonical: fetcher.Canonical, Budget: mem, Failures: failures}
 	queue, err := OpenQueue(ctx, cfg, runner, log)
 	if err != nil {
 		return nil, err
@@ -108,8 +111,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 			AllowHeaders:          cfg.AllowHeaders,
 			AllowMethods:          cfg.AllowMethods,
 		},
-		Logger:  log,
-		Metrics: cfg.Metrics,
+		Logger:   log,
+		Metrics:  cfg.Metrics,
+		Failures: failures,
 	})
 	log.Debug("memory budget", "bytes", cfg.MemoryBudget, "from", cfg.MemoryFrom)
 	return &Service{Config: cfg, Store: st, Pipeline: pl, Handler: h, Logger: log, Runner: runner, Queue: queue, Budget: mem}, nil

@@ -336,31 +336,37 @@ func (d *Dir) fail(ctx context.Context, p string, status int, ttl time.Duration)
 	return d.publish(t, p)
 }
 
-func (d *Dir) Failure(_ context.Context, key string) (int, error) {
+func (d *Dir) Failure(_ context.Context, key string) (int, time.Duration, error) {
 	p, err := d.path(key)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	f, _, raw, fi, err := openFile(p, kindFailure)
 	if err != nil {
-		return 0, fmt.Errorf("store: failure %s: %w", key, err)
+		return 0, 0, fmt.Errorf("store: failure %s: %w", key, err)
 	}
 	f.Close()
 	m, err := decodeMarker(raw)
 	if err != nil {
-		return 0, fmt.Errorf("store: failure %s: %w", key, ErrNotFound)
+		return 0, 0, fmt.Errorf("store: failure %s: %w", key, ErrNotFound)
 	}
+	left := d.left(m, fi.ModTime())
 	if d.expired(m, fi.ModTime()) {
 		// Under the lock, and only if unchanged: a fresh marker written
 		// meanwhile stays.
 		d.removeIf(p, stampOf(fi), false)
-		return 0, ErrNotFound
+		return 0, 0, ErrNotFound
 	}
-	return m.Status, nil
+	return m.Status, left, nil
+}
+
+// left is how long a marker written at mtime still holds.
+func (d *Dir) left(m markerMeta, mtime time.Time) time.Duration {
+	return time.Duration(m.TTL) - d.now().Sub(mtime)
 }
 
 func (d *Dir) expired(m markerMeta, mtime time.Time) bool {
-	return d.now().Sub(mtime) > time.Duration(m.TTL)
+	return d.left(m, mtime) <= 0
 }
 
 // waitForRoom holds a write back while the store is well over budget, for

@@ -107,33 +107,42 @@ func TestDirFailureMemoryExpires(t *testing.T) {
 	d := newDir(t, DirOptions{})
 	now := time.Now()
 	d.now = func() time.Time { return now }
-	if _, err := d.Failure(ctx, "failed/emoji/x"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := d.Failure(ctx, "failed/emoji/x"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("no failure yet: %v", err)
 	}
 	if err := d.Fail(ctx, "failed/emoji/x", 404, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if status, err := d.Failure(ctx, "failed/emoji/x"); err != nil || status != 404 {
+	if status, _, err := d.Failure(ctx, "failed/emoji/x"); err != nil || status != 404 {
 		t.Errorf("Failure = %d, %v", status, err)
+	}
+	// What is left of the TTL, from the marker's age.
+	fi, err := os.Stat(filepath.Join(d.root, "failed", "emoji", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = fi.ModTime().Add(2 * time.Minute)
+	if _, left, err := d.Failure(ctx, "failed/emoji/x"); err != nil || left != 3*time.Minute {
+		t.Errorf("Failure two minutes on: %v left, %v; want 3m0s", left, err)
 	}
 	if _, err := d.Lookup(ctx, "failed/emoji/x"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a marker looked up as an object: %v", err)
 	}
 	now = now.Add(5*time.Minute + time.Second)
-	if _, err := d.Failure(ctx, "failed/emoji/x"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := d.Failure(ctx, "failed/emoji/x"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("failure remembered past its TTL: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(d.root, "failed", "emoji", "x")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Failure left the expired marker behind: %v", err)
 	}
 	os.WriteFile(filepath.Join(d.root, "failed", "emoji", "bad"), []byte("nope"), 0o644)
-	if _, err := d.Failure(ctx, "failed/emoji/bad"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := d.Failure(ctx, "failed/emoji/bad"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a corrupt marker: %v, want a miss", err)
 	}
 	if err := d.Put(ctx, "failed/emoji/obj", Meta{}, strings.NewReader("x")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Failure(ctx, "failed/emoji/obj"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := d.Failure(ctx, "failed/emoji/obj"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("an object read as a marker: %v", err)
 	}
 }
@@ -338,7 +347,7 @@ func TestDirOldLayout(t *testing.T) {
 	if _, err := d.Lookup(ctx, "v1/emoji/old"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("old object: %v, want a miss", err)
 	}
-	if _, err := d.Failure(ctx, "failed/emoji/x"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := d.Failure(ctx, "failed/emoji/x"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("old marker: %v, want a miss", err)
 	}
 	runPass(d)

@@ -257,7 +257,7 @@ func TestDirPassRemovesExpiredMarkers(t *testing.T) {
 			t.Errorf("expired marker %s not removed: %v", key, err)
 		}
 	}
-	if status, err := d.Failure(ctx, "failed/emoji/c"); err != nil || status != 404 {
+	if status, _, err := d.Failure(ctx, "failed/emoji/c"); err != nil || status != 404 {
 		t.Errorf("fresh marker: %d, %v", status, err)
 	}
 	if d.total != blockSize {

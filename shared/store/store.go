@@ -47,9 +47,9 @@ type Store interface {
 	// Fail remembers for ttl that producing key failed with an HTTP
 	// status (see package failure for which failures and how long).
 	Fail(ctx context.Context, key string, status int, ttl time.Duration) error
-	// Failure returns a status remembered less than its ttl ago, or
-	// ErrNotFound.
-	Failure(ctx context.Context, key string) (int, error)
+	// Failure returns a status remembered less than its ttl ago and how
+	// much of the ttl is left, or ErrNotFound.
+	Failure(ctx context.Context, key string) (status int, left time.Duration, err error)
 	// Keeps reports whether what is Put can be looked up again: false for
 	// a store that keeps nothing, where a result can reach only the client
 	// that asked for it and precomputing is pointless.
@@ -77,6 +77,8 @@ func (None) Put(_ context.Context, _ string, _ Meta, body io.Reader) error {
 
 func (None) Fail(context.Context, string, int, time.Duration) error { return nil }
 
-func (None) Failure(context.Context, string) (int, error) { return 0, ErrNotFound }
+func (None) Failure(context.Context, string) (int, time.Duration, error) {
+	return 0, 0, ErrNotFound
+}
 
 func (None) Keeps() bool { return false }

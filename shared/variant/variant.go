@@ -27,6 +27,12 @@ const (
 // Kinds lists every kind.
 var Kinds = []Kind{Original, Emoji, EmojiStatic, Avatar, AvatarStatic, Static, Preview, Badge}
 
+// QueryParameters are every query parameter the proxy reads: the source
+// URL, the flags FromQuery reads, and fallback. Nothing else in a query
+// changes an answer, so a CDN's cache key (infra/template.yaml) holds
+// these and no others.
+var QueryParameters = []string{"url", "emoji", "avatar", "static", "preview", "badge", "fallback"}
+
 // FromQuery picks the kind the flags in q ask for. A flag is on when present,
 // whatever its value, as in the reference proxy.
 func FromQuery(q url.Values) Kind {

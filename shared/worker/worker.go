@@ -32,6 +32,10 @@ type Runner interface {
 
 // Handler handles SQS batches.
 type Handler struct {
+	// Metrics makes each job's log line a CloudWatch EMF record too
+	// (MEDIA_PROXY_METRICS); off by default.
+	Metrics emf.Mode
+
 	runner      Runner
 	concurrency int
 	log         *slog.Logger
@@ -122,14 +126,18 @@ func (h *Handler) handle(ctx context.Context, requestID string, m events.SQSMess
 	if err != nil && rep.Err == nil {
 		rep.Outcome, rep.Err = jobs.Retry, err
 	}
-	jobs.Log(ctx, h.log, m.MessageId, j, rep, append(attrs, jobMetrics(j, rep))...)
+	jobs.Log(ctx, h.log, m.MessageId, j, rep, append(attrs, jobMetrics(h.Metrics, j, rep))...)
 	return err != nil
 }
 
-// jobMetrics makes the job's log line a CloudWatch EMF record too (the
-// worker only runs on Lambda).
-func jobMetrics(j jobs.Job, rep jobs.Report) slog.Attr {
-	return slog.Attr{Key: "", Value: slog.GroupValue(emf.Attrs(time.Now(), "Variant", string(j.Variant),
+// JobMetrics is how many metrics a job line carries (see RequestMetrics
+// in package proxy).
+const JobMetrics = 6
+
+// jobMetrics makes the job's log line a CloudWatch EMF record too, as
+// mode says.
+func jobMetrics(mode emf.Mode, j jobs.Job, rep jobs.Report) slog.Attr {
+	return slog.Attr{Key: "", Value: slog.GroupValue(emf.Attrs(time.Now(), mode, "worker", string(j.Variant),
 		emf.Metric{Name: "Jobs", Unit: emf.Count, Value: 1},
 		emf.Metric{Name: "JobRetries", Unit: emf.Count, Value: emf.Flag(rep.Outcome == jobs.Retry)},
 		emf.Metric{Name: "JobFailures", Unit: emf.Count, Value: emf.Flag(rep.Outcome == jobs.Failed)},

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/misskey-lambda/media-proxy/shared/emf"
 	"github.com/misskey-lambda/media-proxy/shared/failure"
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/jobs/jobstest"
@@ -31,6 +32,7 @@ import (
 type deployment struct {
 	proxy   *service.Service
 	worker  *worker.Handler
+	runner  *jobs.Runner // the worker's
 	store   store.Store
 	queue   *jobstest.Queue
 	origin  *jobstest.Origin
@@ -59,6 +61,7 @@ func deploy(t *testing.T) *deployment {
 	return &deployment{
 		proxy:  proxy,
 		worker: worker.New(w.Runner, 2, log),
+		runner: w.Runner,
 		store:  w.Store,
 		queue:  q,
 		origin: jobstest.NewOrigin(t),
@@ -119,7 +122,10 @@ func (d *deployment) stored(t *testing.T, j jobs.Job) bool {
 func (d *deployment) failure(t *testing.T, j jobs.Job) int {
 	t.Helper()
 	_, failKey := jobstest.KeysOf(t, j.URL, j.Variant)
-	status, err := d.store.Failure(context.Background(), failKey)
+	if status, _, ok := d.runner.Failures.Recall(failKey); ok {
+		return status
+	}
+	status, _, err := d.store.Failure(context.Background(), failKey)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		t.Fatal(err)
 	}
@@ -447,5 +453,43 @@ func TestDeadlineReportsUnfinished(t *testing.T) {
 	}
 	if len(resp.BatchItemFailures) != 5 {
 		t.Errorf("failures %v, want all 5", failedIDs(resp))
+	}
+}
+
+// doneRunner finishes every job at once.
+type doneRunner struct{}
+
+func (doneRunner) Run(context.Context, jobs.Job) (jobs.Report, error) {
+	return jobs.Report{Outcome: jobs.Done, Status: http.StatusOK, Bytes: 100}, nil
+}
+
+// A job's line carries EMF metrics only when MEDIA_PROXY_METRICS asks.
+func TestJobMetrics(t *testing.T) {
+	for _, mode := range []emf.Mode{emf.Off, emf.Totals, emf.ByVariant} {
+		log, logs := jobstest.NewLogs(t)
+		h := worker.New(doneRunner{}, 1, log)
+		h.Metrics = mode
+		body, _ := jobs.Encode(jobs.Job{URL: "https://example.com/a.png", Variant: variant.EmojiStatic})
+		if _, err := h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m", Body: string(body)}}}); err != nil {
+			t.Fatal(err)
+		}
+		lines := logs.Lines("job")
+		if len(lines) != 1 {
+			t.Fatalf("%v: %d job lines", mode, len(lines))
+		}
+		l := lines[0]
+		if mode == emf.Off {
+			if l["_aws"] != nil || l["Jobs"] != nil {
+				t.Errorf("metrics off, yet the line carries them: %v", l)
+			}
+			continue
+		}
+		cw := l["_aws"].(map[string]any)["CloudWatchMetrics"].([]any)[0].(map[string]any)
+		if l["Function"] != "worker" || l["Jobs"] != 1.0 || len(cw["Metrics"].([]any)) != worker.JobMetrics {
+			t.Errorf("%v: line %v", mode, l)
+		}
+		if _, ok := l["Variant"]; ok != (mode == emf.ByVariant) {
+			t.Errorf("%v: Variant %v", mode, l["Variant"])
+		}
 	}
 }
