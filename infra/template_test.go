@@ -67,7 +67,7 @@ func TestCfnLint(t *testing.T) {
 	// sets MEDIA_PROXY_TEST_REQUIRE_PACKAGE=1, so CI cannot skip this); a
 	// developer laptop may lack it.
 	lint, err := exec.LookPath("cfn-lint")
-	need(t, "cfn-lint (python3 -m pip install cfn-lint)", err == nil)
+	need(t, "cfn-lint (scripts/test installs it into .deps/python-tools from scripts/lib/requirements.txt)", err == nil)
 	// The proxy's stack in the regions the docs name; the edge stack only
 	// ever in us-east-1, where CloudFront's web ACLs are made.
 	for _, c := range [][]string{

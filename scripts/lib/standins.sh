@@ -4,7 +4,8 @@
 # only.
 #
 #   standins_install              install what is missing (idempotent), and
-#                                 cfn-lint, which the template test runs
+#                                 put moto_server and cfn-lint (which the
+#                                 template test runs) on PATH
 #   s3_start / s3_stop            versitygw, exports MEDIA_PROXY_TEST_S3_*
 #   sqs_start / sqs_stop          moto_server, exports MEDIA_PROXY_TEST_SQS_ENDPOINT
 #   standins_stop_all             for `trap standins_stop_all EXIT`
@@ -19,6 +20,10 @@ STANDINS_VERSITYGW_VERSION=v1.8.0
 STANDINS_RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
 STANDINS_BIN="$ROOT/.deps/bin"
 STANDINS_RUN="$ROOT/.deps/run"
+# moto_server and cfn-lint come from a virtual environment built from the
+# pinned requirements (see _standins_python_tools).
+STANDINS_PY_REQUIREMENTS="$ROOT/scripts/lib/requirements.txt"
+STANDINS_PY_VENV="$ROOT/.deps/python-tools"
 
 # Fixed keys: the server listens on loopback only and lives for one run.
 STANDINS_S3_ACCESS_KEY=media-proxy-test
@@ -48,25 +53,101 @@ standins_install() {
   _standins_go_install aws-lambda-rie github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie "$STANDINS_RIE_VERSION"
   export MEDIA_PROXY_TEST_RIE="$STANDINS_BIN/aws-lambda-rie"
 
-  _standins_pip_install moto_server 'moto[server]' "the SQS stand-in" "moto 5.x"
-  _standins_pip_install cfn-lint cfn-lint "checks infra/template.yaml" "1.x"
+  _standins_python_tools
 }
 
-# _standins_pip_install COMMAND PACKAGE WHAT VERSION installs a Python tool
-# with pip when COMMAND is missing, or says how.
-_standins_pip_install() {
-  local cmd=$1 pkg=$2 what=$3 version=$4
-  command -v "$cmd" >/dev/null && return 0
-  echo "$cmd not found; trying pip install '$pkg'" >&2
-  if ! python3 -m pip install --quiet "$pkg" >&2 || ! command -v "$cmd" >/dev/null; then
+# _standins_python_tools puts moto_server and cfn-lint on PATH, from the
+# virtual environment under .deps that the pinned requirements were last
+# installed into. It builds that environment when it is missing or the
+# requirements changed. When it cannot (the Python package index is out of
+# reach, as on machines that reach only a few registries), it uses the
+# tools already on PATH, saying which and whether their versions are the
+# pinned ones; only when there are none does it fail, saying what to do.
+_standins_python_tools() {
+  local venv=$STANDINS_PY_VENV req=$STANDINS_PY_REQUIREMENTS want log
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  if [[ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" == "$want" && -x "$venv/bin/moto_server" && -x "$venv/bin/cfn-lint" ]]; then
+    export PATH="$venv/bin:$PATH"
+    return 0
+  fi
+  log=$(mktemp)
+  echo "installing the pinned Python tools (${req#"$ROOT/"}) into ${venv#"$ROOT/"}" >&2
+  if _standins_python_venv "$venv" "$req" >"$log" 2>&1 && [[ -x "$venv/bin/moto_server" && -x "$venv/bin/cfn-lint" ]]; then
+    echo "$want" >"$venv/.requirements.sha256"
+    rm -f "$log"
+    export PATH="$venv/bin:$PATH"
+    return 0
+  fi
+  local moto cfn missing pinned_moto pinned_cfn
+  moto=$(command -v moto_server || true)
+  cfn=$(command -v cfn-lint || true)
+  pinned_moto=$(sed -n 's/^moto\[server\]==//p' "$req")
+  pinned_cfn=$(sed -n 's/^cfn-lint==//p' "$req")
+  {
+    echo "could not (is the Python package index out of reach?); pip said:"
+    grep -v '^[[:space:]]*$' "$log" | tail -n 3 | sed 's/^/    /' || true
+  } >&2
+  rm -f "$log"
+  if [[ -z "$moto" || -z "$cfn" ]]; then
+    missing="moto_server and cfn-lint"
+    [[ -z "$moto" ]] || missing=cfn-lint
+    [[ -z "$cfn" ]] || missing=moto_server
     cat >&2 <<EOF
-$cmd ($what) is missing and pip could not install it.
-Install it where PyPI is reachable, for the python3 on PATH:
-    python3 -m pip install '$pkg'    # $version
-then run this again.
+Not on PATH either: $missing. The tests need moto_server
+(moto[server] $pinned_moto, the SQS stand-in) and cfn-lint $pinned_cfn (checks
+infra/template.yaml). Run scripts/test where the Python package index is
+reachable (it installs them into ${venv#"$ROOT/"} itself), or install them
+into a Python environment of your own and put it on PATH:
+    python3 -m venv ~/.local/media-proxy-tools
+    ~/.local/media-proxy-tools/bin/pip install -r ${req#"$ROOT/"}
+    export PATH=~/.local/media-proxy-tools/bin:\$PATH
 EOF
     return 1
   fi
+  echo "Using the ones already on PATH instead (the pinned ones are tried again next run):" >&2
+  _standins_python_found moto_server "$moto" "$(_standins_python_version "$moto" moto)" "$pinned_moto"
+  _standins_python_found cfn-lint "$cfn" "$(cfn-lint --version 2>/dev/null | awk '{print $2}')" "$pinned_cfn"
+}
+
+# _standins_python_venv DIR REQUIREMENTS makes the environment DIR (once)
+# and installs REQUIREMENTS into it. pip gives up within seconds when the
+# index is out of reach; the environment stays for the next try.
+_standins_python_venv() {
+  local venv=$1 req=$2
+  command -v python3 >/dev/null || { echo "python3 not found"; return 1; }
+  if [[ ! -x "$venv/bin/pip" ]]; then
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv"; then
+      # Debian and Ubuntu ship venv's pip in python3-venv.
+      rm -rf "$venv"
+      [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null || return 1
+      apt_install python3-venv && python3 -m venv "$venv" || return 1
+    fi
+  fi
+  rm -f "$venv/.requirements.sha256"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input \
+    --timeout 15 --retries 0 -r "$req"
+}
+
+# _standins_python_version COMMAND DIST prints the version of the Python
+# package DIST where COMMAND runs: the python of its #! line, or, for a
+# pyenv shim (a bash script), the python3 on PATH it runs.
+_standins_python_version() {
+  local cmd=$1 dist=$2 python=python3 first
+  first=$(head -n 1 "$cmd" 2>/dev/null || true)
+  if [[ "$first" == '#!'*python* ]]; then
+    python=${first#\#!}
+    python=${python# }
+    python=${python%% *}
+  fi
+  "$python" -c "import importlib.metadata as m; print(m.version('$dist'))" 2>/dev/null || echo unknown
+}
+
+# _standins_python_found NAME PATH VERSION PINNED says which tool is used.
+_standins_python_found() {
+  local note="the pinned version"
+  [[ "$3" == "$4" ]] || note="not the pinned $4: results may differ"
+  echo "    $1: $2 (version $3, $note)" >&2
 }
 
 # _standins_free_port prints a loopback TCP port nobody listens on.

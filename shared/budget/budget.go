@@ -46,6 +46,7 @@ type Budget struct {
 	maxWait time.Duration
 	slots   chan struct{} // one per waiting acquisition
 	held    atomic.Int64
+	peak    atomic.Int64
 }
 
 // New returns a Budget.
@@ -76,6 +77,17 @@ func (b *Budget) Held() int64 { return b.held.Load() }
 // Waiting is how many acquisitions are waiting now.
 func (b *Budget) Waiting() int { return len(b.slots) }
 
+// Peak is the most that was taken at once: with Held, what shows (in
+// tests and figures) that the budget, not luck, bounded a burst.
+func (b *Budget) Peak() int64 { return b.peak.Load() }
+
+// take counts n more bytes as held.
+func (b *Budget) take(n int64) {
+	h := b.held.Add(n)
+	for p := b.peak.Load(); h > p && !b.peak.CompareAndSwap(p, h); p = b.peak.Load() {
+	}
+}
+
 // Acquire takes n bytes, waiting in the bounded queue if they are not free.
 // It returns how many it took: n, or the whole budget when n is larger, so
 // one source bigger than the budget runs alone rather than never. The
@@ -86,7 +98,7 @@ func (b *Budget) Acquire(ctx context.Context, n int64) (int64, error) {
 	}
 	n = min(n, b.total)
 	if b.sem.TryAcquire(n) {
-		b.held.Add(n)
+		b.take(n)
 		return n, nil
 	}
 	select {
@@ -103,7 +115,7 @@ func (b *Budget) Acquire(ctx context.Context, n int64) (int64, error) {
 		}
 		return 0, fmt.Errorf("%w: no %d bytes free within %v", ErrBusy, n, b.maxWait)
 	}
-	b.held.Add(n)
+	b.take(n)
 	return n, nil
 }
 
@@ -118,7 +130,7 @@ func (b *Budget) TryAcquire(n int64) (int64, bool) {
 	if !b.sem.TryAcquire(n) {
 		return 0, false
 	}
-	b.held.Add(n)
+	b.take(n)
 	return n, true
 }
 

@@ -13,7 +13,8 @@ import (
 )
 
 func TestAcquireWaitsThenRefuses(t *testing.T) {
-	b := New(Options{Bytes: 100, MaxWaiting: 1, MaxWait: 200 * time.Millisecond})
+	// No wait runs out during the test: a refusal can only be the queue's.
+	b := New(Options{Bytes: 100, MaxWaiting: 1, MaxWait: time.Hour})
 	ctx := context.Background()
 	if got, err := b.Acquire(ctx, 80); err != nil || got != 80 {
 		t.Fatalf("Acquire(80) = %d, %v", got, err)
@@ -25,20 +26,32 @@ func TestAcquireWaitsThenRefuses(t *testing.T) {
 		done <- err
 	}()
 	waitFor(t, func() bool { return len(b.slots) == 1 })
-	// The queue is full: the next is refused at once.
-	start := time.Now()
-	if _, err := b.Acquire(ctx, 50); !errors.Is(err, ErrBusy) || time.Since(start) > 100*time.Millisecond {
-		t.Fatalf("third Acquire: %v after %v, want ErrBusy at once", err, time.Since(start))
+	// The queue is full: the next is refused while the bytes it would
+	// wait for are still held (waiting for them would take an hour).
+	refused := make(chan error, 1)
+	go func() {
+		_, err := b.Acquire(ctx, 50)
+		refused <- err
+	}()
+	select {
+	case err := <-refused:
+		if !errors.Is(err, ErrBusy) {
+			t.Fatalf("third Acquire: %v, want ErrBusy", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("third Acquire is still waiting after 30 s, want ErrBusy at once")
 	}
 	b.Release(80)
 	if err := <-done; err != nil {
 		t.Fatalf("waiter: %v", err)
 	}
-	if b.Held() != 50 {
-		t.Errorf("held %d, want 50", b.Held())
+	if b.Held() != 50 || b.Peak() != 80 {
+		t.Errorf("held %d, peak %d; want 50 and 80", b.Held(), b.Peak())
 	}
 	// A wait longer than MaxWait gives up with ErrBusy.
-	if _, err := b.Acquire(ctx, 60); !errors.Is(err, ErrBusy) {
+	short := New(Options{Bytes: 100, MaxWait: 50 * time.Millisecond})
+	short.Acquire(ctx, 100)
+	if _, err := short.Acquire(ctx, 60); !errors.Is(err, ErrBusy) {
 		t.Fatalf("Acquire past MaxWait: %v, want ErrBusy", err)
 	}
 	// The caller's cancellation is not ErrBusy.
@@ -61,15 +74,17 @@ func TestAcquireLargerThanBudgetRunsAlone(t *testing.T) {
 	}
 }
 
+// waitFor waits for cond, which an event makes true; the deadline is only
+// there to fail a test in which it never comes.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for range 200 {
-		if cond() {
-			return
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition still false after 30 s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatal("condition never held")
 }
 
 // trickle returns its data a few bytes at a time, then blocks until
@@ -107,6 +122,10 @@ func TestBufferHoldsWhatArrivedNotWhatWasClaimed(t *testing.T) {
 		}()
 	}
 	waitFor(t, func() bool { return b.Held() == 24*firstGrowth })
+	// Not even for a moment was a claim taken.
+	if b.Peak() != 24*firstGrowth {
+		t.Errorf("peak %d, want %d: each buffer's first growth", b.Peak(), 24*firstGrowth)
+	}
 	close(stall)
 	wg.Wait()
 	for _, x := range bufs {

@@ -799,11 +799,11 @@ func TestSQSOutageMidRun(t *testing.T) {
 
 	fp.set(faultDown, 0)
 	b := o.add("/sqs/b.gif", testmedia.GIF(64, 64, 4))
+	// Answered, whatever the SDK's retries make of the resets: the 1 s
+	// enqueue bound itself is TestProxyRequestSurvivesQueueOutage's (in
+	// sqsqueue), against a queue that never answers.
 	r, took := timedGet(t, p, b, "emoji=1")
 	checkSuccess(t, r, "image/webp")
-	if took > 3*time.Second {
-		t.Errorf("SQS down: answered in %v, over the 1 s enqueue bound", took)
-	}
 	if n := logs.count("precompute enqueue failed"); n != 1 {
 		t.Errorf("SQS down: %d enqueue failures logged, want 1", n)
 	}
