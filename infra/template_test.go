@@ -509,6 +509,28 @@ func urlAccess(t *testing.T, r rendered) []string {
 	return out
 }
 
+// An instance runs one request at a time, and a miss too large to hold
+// in memory is downloaded into a spool in /tmp (shared/spool), which the
+// proxy fills to 90 %: the ephemeral storage holds the largest download,
+// whether streamed (MEDIA_PROXY_LAMBDA_STREAM_LIMIT) or stored first
+// (MEDIA_PROXY_MAX_SIZE).
+func TestProxySpoolFits(t *testing.T) {
+	r := render(t, defaults())
+	f := function(t, r, "ProxyFunction")
+	if f.EphemeralStorage == nil {
+		t.Fatal("the proxy has no EphemeralStorage; /tmp holds its downloads")
+	}
+	room := int64(f.EphemeralStorage.Size) * 1000 * 1000
+	room -= room / 10
+	maxSize, err := strconv.ParseInt(env(t, r, "ProxyFunction")["MEDIA_PROXY_MAX_SIZE"], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if need := max(maxSize, configDefaults(t).LambdaStreamLimit); room < need {
+		t.Errorf("/tmp of %d MB leaves %d bytes for a spool; the largest download is %d", f.EphemeralStorage.Size, room, need)
+	}
+}
+
 func TestFunctionURL(t *testing.T) {
 	// Behind CloudFront only this distribution may call the URL: anyone
 	// else would skip the cache and run the function on the owner's bill.

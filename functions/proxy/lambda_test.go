@@ -516,3 +516,55 @@ func TestLambdaAbortsBrokenMiss(t *testing.T) {
 		}
 	}
 }
+
+// Safari's first request for a video is "bytes=0-1", and it plays only
+// after a 206; a HEAD asks for the length and type. On Lambda the
+// invocation that starts the download answers either from the spool as
+// soon as it has what it asks for, and its response ends there, while
+// the origin still holds the rest back; the invocation itself ends only
+// once the body is stored, so the next request (on this instance, once
+// it is free) is a redirect to the stored copy.
+func TestLambdaAnswersPartsOfAMiss(t *testing.T) {
+	s3env := s3FromEnv(t)
+	bucket := s3env.createBucket(t)
+	fn := startRuntime(t, s3env.env("s3://"+bucket+"/", s3env.endpoint))
+	for _, c := range []struct {
+		name, method, rangeHeader string
+		status                    int
+		body                      func(all []byte) []byte
+	}{
+		{"bytes=0-1", "GET", "bytes=0-1", http.StatusPartialContent, func(all []byte) []byte { return all[:2] }},
+		{"HEAD", "HEAD", "", http.StatusOK, func([]byte) []byte { return nil }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := newTrickleOrigin(t, 20<<20, time.Second, false)
+			var headers map[string]string
+			if c.rangeHeader != "" {
+				headers = map[string]string{"range": c.rangeHeader}
+			}
+			start := time.Now()
+			r := fn.invoke(t, c.method, "/v.mp4", q(o.URL+"/v.mp4", ""), headers)
+			took := time.Since(start)
+			// The origin is still held: the gate opens below.
+			checkCommon(t, r)
+			if r.StatusCode != c.status || !bytes.Equal(r.body, c.body(o.body)) || r.header("Content-Type") != "video/mp4" {
+				t.Fatalf("%d %v, %d bytes", r.StatusCode, r.Headers, len(r.body))
+			}
+			if c.rangeHeader != "" && r.header("Content-Range") != fmt.Sprintf("bytes 0-1/%d", len(o.body)) {
+				t.Errorf("Content-Range %q", r.header("Content-Range"))
+			}
+			if c.method == "HEAD" && r.header("Content-Length") != fmt.Sprint(len(o.body)) {
+				t.Errorf("Content-Length %q", r.header("Content-Length"))
+			}
+			t.Logf("%s of a 20 MiB miss whose origin holds all but its first 256 KiB: answered in %v", c.name, took.Round(time.Millisecond))
+			close(o.gate)
+			next := fn.invoke(t, "GET", "/v.mp4", q(o.URL+"/v.mp4", ""), map[string]string{"range": "bytes=0-"})
+			if next.StatusCode != http.StatusFound {
+				t.Fatalf("the next request: %d %v", next.StatusCode, next.Headers)
+			}
+			if _, b := fetchRedirect(t, next.header("Location")); !bytes.Equal(b, o.body) {
+				t.Error("the stored copy differs from the origin's")
+			}
+		})
+	}
+}

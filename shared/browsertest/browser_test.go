@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,14 +45,19 @@ const (
 // item is one element of the page: a file on the origin and the proxy
 // request a Misskey client would make for it.
 type item struct {
-	name   string // the proxy path's file name, and the element's id
-	path   string // on the origin
-	body   []byte
-	flags  string // the query flags, "" for a passthrough
-	video  bool
-	width  int // what the browser must show: natural or video size
-	height int
-	frames int // frames in the proxy's answer (images)
+	name    string // the proxy path's file name, and the element's id
+	path    string // on the origin
+	origin  string // "" for the test's origin
+	body    []byte
+	flags   string // the query flags, "" for a passthrough
+	video   bool
+	width   int // what the browser must show: natural or video size
+	height  int
+	frames  int     // frames in the proxy's answer (images)
+	seconds float64 // a video's duration
+	// miss: the browser's requests are the first for it in every mode,
+	// answered from the download's spool as it arrives.
+	miss bool
 }
 
 // mode is one wiring of the service behind the page.
@@ -74,7 +80,10 @@ func TestBrowser(t *testing.T) {
 	bucket := useS3(t)
 	start := time.Now()
 
-	mp4, webm := makeVideos(t, ffmpeg)
+	mp4, webm, big := makeVideos(t, ffmpeg)
+	// Trickled over seconds: the browser plays and seeks it while it
+	// downloads.
+	trickle := newTrickleOrigin(t, big, 3*time.Second)
 	items := []item{
 		{name: "emoji.webp", path: "/emoji.png", body: testmedia.PNG(300, 200), flags: "emoji=1", width: 192, height: 128, frames: 1},
 		{name: "avatar.webp", path: "/avatar.jpg", body: testmedia.JPEG(600, 480, 85), flags: "avatar=1", width: 400, height: 320, frames: 1},
@@ -82,15 +91,21 @@ func TestBrowser(t *testing.T) {
 		{name: "apng-emoji.webp", path: "/anim.png", body: testmedia.APNG(240, 160, 5), flags: "emoji=1", width: 192, height: 128, frames: 5},
 		// SVG is rendered at the size the variant needs, so it grows.
 		{name: "svg-emoji.webp", path: "/emoji.svg", body: testmedia.SVG(96, 64), flags: "emoji=1", width: 192, height: 128, frames: 1},
-		{name: "clip.mp4", path: "/clip.mp4", body: mp4, video: true, width: videoWidth, height: videoHeight},
-		{name: "clip.webm", path: "/clip.webm", body: webm, video: true, width: videoWidth, height: videoHeight},
+		{name: "clip.mp4", path: "/clip.mp4", body: mp4, video: true, width: videoWidth, height: videoHeight, seconds: videoSeconds},
+		{name: "clip.webm", path: "/clip.webm", body: webm, video: true, width: videoWidth, height: videoHeight, seconds: videoSeconds},
+		// Over the 8 MB held in memory: a miss streamed from its spool.
+		{name: "big.mp4", path: "/big.mp4", origin: trickle.URL, body: big, video: true, width: bigWidth, height: bigHeight, seconds: bigSeconds, miss: true},
 	}
 	origin := jobstest.NewOrigin(t)
 	for _, it := range items {
 		origin.Add(it.path, it.body)
 	}
 	src := func(m mode, it item) string {
-		u := m.proxy.URL + "/" + it.name + "?url=" + url.QueryEscape(origin.URL+it.path)
+		from := origin.URL
+		if it.origin != "" {
+			from = it.origin
+		}
+		u := m.proxy.URL + "/" + it.name + "?url=" + url.QueryEscape(from+it.path)
 		if it.flags != "" {
 			u += "&" + it.flags
 		}
@@ -107,23 +122,30 @@ func TestBrowser(t *testing.T) {
 	modes := []mode{dir, s3mode}
 
 	// The S3 answers are stored before the browser asks, so that every
-	// element there is reached through the 302 (a Lambda's hit); the
-	// browser's requests to the local server are misses, converted while it
-	// waits, and those answers are read back from the store after it. Both
-	// times the test checks the bytes for size and frame count.
-	check := func(m mode) {
+	// element there is reached through the 302 (a Lambda's hit), but for
+	// the big video, a miss in both modes; the browser's requests to the
+	// local server are misses, converted while it waits, and those answers
+	// are read back from the store after it. Both times the test checks
+	// the bytes for size and frame count. Then a Safari-like client plays
+	// a new URL of the big video in both modes, while it downloads.
+	check := func(m mode, misses bool) {
 		for _, it := range items {
-			checkAnswer(t, m.name, it, fetch(t, src(m, it)))
+			if misses || !it.miss {
+				checkAnswer(t, m.name, it, fetch(t, src(m, it)))
+			}
 		}
 	}
-	check(s3mode)
+	check(s3mode, false)
 
 	page := newPageServer(t, modes, items, src)
 	shot := filepath.Join(t.ArtifactDir(), "page.png")
 	dom, chromiumLog := runChromium(t, chromium, page.URL+"/", shot)
 	t.Logf("screenshot of the page: %s", shot)
 
-	check(dir)
+	check(dir, true)
+	for _, m := range modes {
+		safariLike(t, m, trickle.URL+"/safari.mp4", big)
+	}
 	results := parseResults(t, dom)
 	for _, m := range modes {
 		for _, it := range items {
@@ -199,19 +221,25 @@ func useS3(t *testing.T) string {
 const (
 	videoWidth, videoHeight = 128, 72
 	videoSeconds            = 2.0
+	bigWidth, bigHeight     = 640, 360
+	bigSeconds              = 4.0
+	// inMemory is the largest passthrough the local server holds in
+	// memory (shared/service); the big video must be over it.
+	inMemory = 8 << 20
 )
 
 // makeVideos encodes two seconds of ffmpeg's test pattern as an H.264 MP4,
-// its index first as uploads from phones have it, and a VP9 WebM. A key
-// frame every half second keeps seeking cheap.
-func makeVideos(t *testing.T, ffmpeg string) (mp4, webm []byte) {
+// its index first as uploads from phones have it, and a VP9 WebM, and
+// four seconds of it under noise at a high bitrate, an MP4 over the size
+// the proxy holds in memory. A key frame every half second keeps seeking
+// cheap.
+func makeVideos(t *testing.T, ffmpeg string) (mp4, webm, big []byte) {
 	t.Helper()
 	dir := t.TempDir()
-	encode := func(name string, codec ...string) []byte {
+	encode := func(name, source string, codec ...string) []byte {
 		out := filepath.Join(dir, name)
 		args := []string{"-hide_banner", "-loglevel", "error", "-nostdin",
-			"-f", "lavfi", "-i", fmt.Sprintf("testsrc=size=%dx%d:rate=10:duration=%g", videoWidth, videoHeight, videoSeconds),
-			"-an", "-g", "5"}
+			"-f", "lavfi", "-i", source, "-an", "-g", "5"}
 		args = append(append(args, codec...), out)
 		if b, err := exec.Command(ffmpeg, args...).CombinedOutput(); err != nil {
 			t.Fatalf("ffmpeg %s: %v\n%s", name, err, b)
@@ -222,9 +250,109 @@ func makeVideos(t *testing.T, ffmpeg string) (mp4, webm []byte) {
 		}
 		return b
 	}
-	mp4 = encode("clip.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-movflags", "+faststart")
-	webm = encode("clip.webm", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k")
-	return mp4, webm
+	small := fmt.Sprintf("testsrc=size=%dx%d:rate=10:duration=%g", videoWidth, videoHeight, videoSeconds)
+	h264 := []string{"-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-movflags", "+faststart"}
+	mp4 = encode("clip.mp4", small, h264...)
+	webm = encode("clip.webm", small, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k")
+	// Noise does not compress: the bitrate makes the size.
+	big = encode("big.mp4", fmt.Sprintf("testsrc=size=%dx%d:rate=10:duration=%g,noise=alls=60:allf=t", bigWidth, bigHeight, bigSeconds),
+		append(h264, "-b:v", "24M", "-maxrate", "24M", "-bufsize", "48M")...)
+	if len(big) <= inMemory {
+		t.Fatalf("the big video is %d bytes, not over the %d held in memory", len(big), inMemory)
+	}
+	return mp4, webm, big
+}
+
+// trickleOrigin serves one body at every path, its length declared, in
+// 256 KiB pieces spread over a few seconds.
+type trickleOrigin struct {
+	*httptest.Server
+}
+
+func newTrickleOrigin(t *testing.T, body []byte, over time.Duration) *trickleOrigin {
+	const piece = 256 << 10
+	pause := over / time.Duration((len(body)+piece-1)/piece)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		rc := http.NewResponseController(w)
+		for off := 0; off < len(body); off += piece {
+			if _, err := w.Write(body[off:min(off+piece, len(body))]); err != nil {
+				return
+			}
+			rc.Flush()
+			time.Sleep(pause)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return &trickleOrigin{srv}
+}
+
+// safariLike asks for src as Safari plays a video: "bytes=0-1" first (it
+// plays only after a 206 that says the length), then the start, which it
+// abandons, and ranges further in as it seeks; all while the proxy is
+// still downloading it (a new URL: a miss). Where the proxy answers with
+// a redirect to the stored copy (S3, once stored), the range goes there.
+func safariLike(t *testing.T, m mode, src string, body []byte) {
+	t.Helper()
+	u := m.proxy.URL + "/safari.mp4?url=" + url.QueryEscape(src)
+	n := len(body)
+	for _, rg := range []struct {
+		header     string
+		start, end int // the bytes expected
+		stopAfter  int // hang up after this many (0: read all)
+	}{
+		{"bytes=0-1", 0, 1, 0},
+		{"bytes=0-", 0, n - 1, 256 << 10},
+		{fmt.Sprintf("bytes=%d-%d", n/2, n/2+65535), n / 2, n/2 + 65535, 0},
+		{fmt.Sprintf("bytes=%d-", n-65536), n - 65536, n - 1, 0},
+	} {
+		status, contentRange, got, via := rangeGet(t, u, rg.header, rg.stopAfter)
+		want := body[rg.start : rg.end+1]
+		if rg.stopAfter > 0 {
+			want = want[:min(len(want), len(got))]
+		}
+		wantRange := fmt.Sprintf("bytes %d-%d/%d", rg.start, rg.end, n)
+		if status != http.StatusPartialContent || contentRange != wantRange || !bytes.Equal(got, want) || len(got) == 0 {
+			t.Errorf("%s: Safari-like %s%s: %d, Content-Range %q, %d bytes (equal %v); want 206, %q", m.name, rg.header, via, status, contentRange, len(got), bytes.Equal(got, want), wantRange)
+		}
+	}
+}
+
+// rangeGet GETs u with a Range header, following one redirect with the
+// same header as a browser does; stopAfter > 0 reads only that much.
+func rangeGet(t *testing.T, u, rangeHeader string, stopAfter int) (status int, contentRange string, body []byte, via string) {
+	t.Helper()
+	client := &http.Client{
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	for hop := 0; ; hop++ {
+		req, err := http.NewRequest(http.MethodGet, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Range", rangeHeader)
+		req.Header.Set("User-Agent", "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusFound && hop == 0 {
+			resp.Body.Close()
+			u, via = resp.Header.Get("Location"), " (redirected to the stored copy)"
+			continue
+		}
+		var r io.Reader = resp.Body
+		if stopAfter > 0 {
+			r = io.LimitReader(resp.Body, int64(stopAfter))
+		}
+		body, err = io.ReadAll(r)
+		resp.Body.Close()
+		if err != nil {
+			t.Errorf("%s: reading: %v", rangeHeader, err)
+		}
+		return resp.StatusCode, resp.Header.Get("Content-Range"), body, via
+	}
 }
 
 // recorder keeps the status of each request the browser made, by path.
@@ -235,13 +363,20 @@ type recorder struct {
 
 func (rec *recorder) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		h.ServeHTTP(sw, r)
-		// The test's own requests are Go's; only the browser's are kept.
+		sw := &statusWriter{ResponseWriter: w}
+		// The test's own requests are Go's; only the browser's are kept,
+		// as their status goes out (a streamed answer may go on after the
+		// browser is done).
 		if strings.Contains(r.UserAgent(), "Chrome/") {
-			rec.mu.Lock()
-			rec.status[r.URL.Path] = append(rec.status[r.URL.Path], sw.status)
-			rec.mu.Unlock()
+			sw.sent = func(status int) {
+				rec.mu.Lock()
+				rec.status[r.URL.Path] = append(rec.status[r.URL.Path], status)
+				rec.mu.Unlock()
+			}
+		}
+		h.ServeHTTP(sw, r)
+		if !sw.wroteHeader {
+			sw.WriteHeader(http.StatusOK) // a handler that wrote nothing
 		}
 	})
 }
@@ -254,15 +389,23 @@ func (rec *recorder) statuses(path string) []int {
 
 type statusWriter struct {
 	http.ResponseWriter
-	status      int
+	sent        func(status int) // nil: not recorded
 	wroteHeader bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if !w.wroteHeader && code >= 200 {
-		w.status, w.wroteHeader = code, true
+		w.wroteHeader = true
+		if w.sent != nil {
+			w.sent(code)
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.ResponseWriter.Write(p)
 }
 
 // Unwrap lets http.ResponseController reach the real writer.
@@ -598,8 +741,8 @@ func checkVideo(t *testing.T, id string, it item, r finding) {
 		t.Errorf("%s: readyState %d, %s", id, r.ReadyState, r.Error)
 		return
 	}
-	if r.VideoWidth != it.width || r.VideoHeight != it.height || math.Abs(r.Duration-videoSeconds) > 0.1 {
-		t.Errorf("%s: %dx%d, %gs; want %dx%d, %gs", id, r.VideoWidth, r.VideoHeight, r.Duration, it.width, it.height, videoSeconds)
+	if r.VideoWidth != it.width || r.VideoHeight != it.height || math.Abs(r.Duration-it.seconds) > 0.1 {
+		t.Errorf("%s: %dx%d, %gs; want %dx%d, %gs", id, r.VideoWidth, r.VideoHeight, r.Duration, it.width, it.height, it.seconds)
 	}
 	if r.Seek != "seeked" || math.Abs(r.CurrentTime-r.Duration/2) > 0.05 || r.ReadyStateAfterSeek < 2 {
 		t.Errorf("%s: seeking to the middle: %q, at %gs with readyState %d", id, r.Seek, r.CurrentTime, r.ReadyStateAfterSeek)
@@ -610,19 +753,32 @@ func checkVideo(t *testing.T, id string, it item, r finding) {
 // server, the bytes themselves, videos as the ranges Chromium asks for
 // (it seeks a small, fully buffered video even without them, as long as
 // Accept-Ranges is there); with S3, a redirect to the stored object every
-// time.
+// time, but for a miss, whose first answer is the ranges from its spool
+// (and later ones, once it is stored, redirects).
 func checkStatuses(t *testing.T, m mode, it item, id string) {
 	t.Helper()
 	got := m.seen.statuses("/" + it.name)
+	if len(got) == 0 {
+		t.Errorf("%s: the browser never asked the proxy", id)
+	}
 	want := http.StatusOK
 	switch {
+	case m.name == "s3" && it.miss:
+		t.Logf("%s: the proxy answered the browser %v", id, got)
+		if len(got) > 0 && got[0] != http.StatusPartialContent {
+			t.Errorf("%s: the proxy first answered the browser %d, want 206 from the download", id, got[0])
+		}
+		for _, s := range got {
+			if s != http.StatusPartialContent && s != http.StatusFound {
+				t.Errorf("%s: the proxy answered the browser %v, want 206 while downloading, then 302", id, got)
+				break
+			}
+		}
+		return
 	case m.name == "s3":
 		want = http.StatusFound
 	case it.video:
 		want = http.StatusPartialContent
-	}
-	if len(got) == 0 {
-		t.Errorf("%s: the browser never asked the proxy", id)
 	}
 	for _, s := range got {
 		if s != want {

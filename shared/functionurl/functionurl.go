@@ -49,10 +49,13 @@ var ErrAborted error = messages.InvokeResponse_Error{Type: "ResponseAborted", Me
 // lambda.Start). The adapter's own error responses carry common, the
 // headers h puts on every response (CSP, CORS, nosniff).
 //
-// The invocation ends when the returned body reaches its end, which is
-// only after h has returned: whatever h finishes before returning (a
-// store write teed from the response) completes before Lambda freezes
-// the process.
+// The viewer's response ends when h returns; the invocation ends later,
+// when the runtime closes the returned body (after posting the whole
+// response, before it asks for the next invocation, until which the
+// process is not frozen). Close waits for h to return and, if h has a
+// Wait method, for the work h runs past its responses (a download's store
+// copy), so that work completes without holding the viewer's response
+// open.
 func Handler(h http.Handler, log *slog.Logger, common http.Header) func(context.Context, *events.LambdaFunctionURLRequest) (*events.LambdaFunctionURLStreamingResponse, error) {
 	return func(ctx context.Context, ev *events.LambdaFunctionURLRequest) (*events.LambdaFunctionURLStreamingResponse, error) {
 		req, err := newRequest(ctx, ev)
@@ -85,13 +88,23 @@ func Handler(h http.Handler, log *slog.Logger, common http.Header) func(context.
 			h.ServeHTTP(w, req)
 		}()
 		<-w.committed
+		b := &body{r: pr, done: done}
+		if bg, ok := h.(background); ok {
+			b.wait = func() { bg.Wait(ctx) }
+		}
 		return &events.LambdaFunctionURLStreamingResponse{
 			StatusCode: w.status,
 			Headers:    w.headers,
 			Cookies:    w.cookies,
-			Body:       &body{r: pr, done: done},
+			Body:       b,
 		}, nil
 	}
+}
+
+// background is a handler whose work may outlast its responses.
+type background interface {
+	// Wait returns once the work in progress has ended, or ctx has.
+	Wait(ctx context.Context) error
 }
 
 func newRequest(ctx context.Context, ev *events.LambdaFunctionURLRequest) (*http.Request, error) {
@@ -204,10 +217,12 @@ func flatten(hd http.Header) (map[string]string, []string) {
 // body is what the runtime reads after the prelude. Close, which the
 // runtime calls once the invocation's response is over (or has failed,
 // for a viewer gone), stops the handler's writes and waits for it to
-// return, so nothing of it runs after the invocation.
+// return and for its background work, so nothing of it runs after the
+// invocation.
 type body struct {
 	r    *io.PipeReader
 	done <-chan struct{}
+	wait func() // nil: no background work
 }
 
 func (b *body) Read(p []byte) (int, error) { return b.r.Read(p) }
@@ -215,6 +230,9 @@ func (b *body) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b *body) Close() error {
 	b.r.CloseWithError(errors.New("the runtime stopped reading the response"))
 	<-b.done
+	if b.wait != nil {
+		b.wait()
+	}
 	return nil
 }
 

@@ -231,6 +231,55 @@ func TestBase64RequestBody(t *testing.T) {
 // When the runtime stops reading (the viewer is gone), the handler's
 // writes fail and Close returns only once the handler has: nothing of it
 // may run after the invocation.
+// backgroundHandler answers at once and goes on working until released.
+type backgroundHandler struct {
+	release chan struct{}
+	ended   atomic.Bool
+}
+
+func (b *backgroundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Write([]byte("answered"))
+}
+
+func (b *backgroundHandler) Wait(ctx context.Context) error {
+	<-b.release
+	b.ended.Store(true)
+	return nil
+}
+
+// The viewer's response ends when the handler returns; the invocation
+// (Close) only once the handler's background work has ended.
+func TestCloseWaitsForBackgroundWork(t *testing.T) {
+	h := &backgroundHandler{release: make(chan struct{})}
+	resp, err := Handler(h, quiet, common)(context.Background(), event("GET", "/v.mp4", "url=x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(resp)
+	if _, err := lambdatest.ReadPrelude(r); err != nil {
+		t.Fatal(err)
+	}
+	// The whole body and its end, while the work goes on.
+	if b, err := io.ReadAll(r); err != nil || string(b) != "answered" {
+		t.Fatalf("body %q, %v", b, err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		resp.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while the handler's work went on")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(h.release)
+	<-closed
+	if !h.ended.Load() {
+		t.Error("Close returned before the work ended")
+	}
+}
+
 func TestCloseWaitsForHandler(t *testing.T) {
 	var finished atomic.Bool
 	writeFailed := make(chan error, 1)

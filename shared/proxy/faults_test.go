@@ -683,9 +683,9 @@ func TestOriginCutMidBody(t *testing.T) {
 							if s.status != http.StatusOK || s.err == nil {
 								t.Fatalf("a streamed body cut halfway answered %d with %d bytes and err %v, want a broken 200", s.status, len(s.body), s.err)
 							}
-							// The tee has aborted the store write by the
-							// time the client sees the break; the marker
-							// follows it.
+							// The download has failed the store write by
+							// the time the client sees the break; the
+							// marker follows it.
 							deadline := time.Now().Add(5 * time.Second)
 							for _, err := remembered(failKey); err != nil && time.Now().Before(deadline); _, err = remembered(failKey) {
 								time.Sleep(10 * time.Millisecond)

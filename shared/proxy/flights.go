@@ -11,10 +11,9 @@ import (
 //     context is cancelled), so abandoned misses do not go on costing;
 //   - the result is shared by reference and released (its memory budget
 //     given back) only when the last request has written it;
-//   - a result that is a tee (a large body streaming into the store) keeps
-//     the key in flight until the store copy has ended, so requests that
-//     come meanwhile get the same tee (and wait for its stored copy)
-//     instead of fetching the body again.
+//   - a result that is a download (a large body being spooled) keeps the
+//     key in flight until its store copy has ended, so requests that come
+//     meanwhile read the same spool instead of fetching the body again.
 type flights struct {
 	mu    sync.Mutex
 	calls map[string]*call
@@ -40,8 +39,8 @@ func (f *flights) do(ctx context.Context, key string, fn func(context.Context) (
 	}
 	c := f.calls[key]
 	if c != nil && c.finished() {
-		if !c.val.tee.ended() {
-			// A tee still streaming: share it.
+		if !c.val.dl.ended() {
+			// A download in progress: share it.
 			c.refs++
 			f.mu.Unlock()
 			var once sync.Once
@@ -93,7 +92,7 @@ func (f *flights) do(ctx context.Context, key string, fn func(context.Context) (
 
 func (f *flights) run(ctx context.Context, key string, c *call, fn func(context.Context) (*produced, error)) {
 	v, err := fn(ctx)
-	streaming := err == nil && v.tee != nil
+	streaming := err == nil && v.dl != nil
 	f.mu.Lock()
 	c.val, c.err = v, err
 	c.refs += c.waiters
@@ -103,15 +102,16 @@ func (f *flights) run(ctx context.Context, key string, c *call, fn func(context.
 	close(c.done)
 	f.mu.Unlock()
 	c.cancel()
-	f.unref(c)
 	if streaming {
-		<-v.tee.done
+		// Shared, and so held, until the download has ended.
+		<-v.dl.done
 		f.mu.Lock()
 		if f.calls[key] == c {
 			delete(f.calls, key)
 		}
 		f.mu.Unlock()
 	}
+	f.unref(c)
 }
 
 // finished tells whether c has its result; f.mu must be held.

@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/misskey-lambda/media-proxy/shared/budget"
@@ -60,19 +62,26 @@ type Config struct {
 	// Lambda it keeps a buffered response under the payload limit.
 	InlineLimit int64
 	// StreamLimit decides how a miss too large to hold in memory (a
-	// large passthrough, streamed by the pipeline) is answered. 0 streams
-	// every one to its client as it arrives while the store copy is
-	// written (see tee); a positive value streams only those whose
-	// declared length is at most StreamLimit, and stores the others
-	// (and those of unknown length) first, to be answered from the store
-	// (a redirect, for S3); negative stores every one first.
+	// large passthrough, streamed by the pipeline) is answered; each is
+	// downloaded once into a spool (see download). 0 answers every one
+	// from its spool as it arrives; a positive value only those whose
+	// declared length is at most StreamLimit, and answers the others
+	// (and those of unknown length) once stored, from the store (a
+	// redirect, for S3); negative answers every one from the store.
 	StreamLimit int64
-	// Budget, when set, also accounts for the buffers a store holds while
-	// a large body streams into it.
+	// SpoolDir holds the spools of a store that has none of its own
+	// (any but the dir store, which spools in its folder). Default: the
+	// system's temporary folder (/tmp on Lambda).
+	SpoolDir string
+	// SpoolRoom bounds the bytes of the spools in SpoolDir at once; a
+	// download that finds no room waits a second, then is refused (503).
+	// Default: a quarter of SpoolDir's filesystem, at most 10 GiB.
+	SpoolRoom int64
+	// Budget, when set, also accounts for the buffers of downloads: the
+	// origin's and each reader's chunk, and the store's write buffers.
 	Budget *budget.Budget
-	// StreamTimeout bounds storing a body streamed from the origin (the
-	// fetch has its own timeouts; this catches a store that stops
-	// answering). Default 2 minutes.
+	// StreamTimeout bounds a store copy (the fetch has its own timeouts;
+	// this catches a store that stops answering). Default 2 minutes.
 	StreamTimeout time.Duration
 	// WriteTimeout is how long a response may go without a write making
 	// progress before the client is dropped; 0 means the longest allowed,
@@ -103,6 +112,12 @@ type Handler struct {
 	flights     flights
 	failures    *failure.Memory
 	placeholder []byte
+	// Spools of stores without their own, and their room on disk.
+	spoolDir  string
+	spoolRoom *budget.Budget
+	// running counts the downloads in flight (see Wait).
+	running  sync.WaitGroup
+	counters counters
 }
 
 // New returns a Handler.
@@ -116,6 +131,16 @@ func New(cfg Config) *Handler {
 	if cfg.StreamTimeout <= 0 {
 		cfg.StreamTimeout = 2 * time.Minute
 	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = os.TempDir()
+	}
+	if cfg.SpoolRoom <= 0 {
+		fs, _ := store.FilesystemSize(cfg.SpoolDir)
+		cfg.SpoolRoom = store.DefaultMaxBytes
+		if fs > 0 {
+			cfg.SpoolRoom = min(cfg.SpoolRoom, fs/4)
+		}
+	}
 	if cfg.Failures == nil {
 		cfg.Failures = failure.NewMemory(0)
 	}
@@ -126,6 +151,8 @@ func New(cfg Config) *Handler {
 		writeStall:  writeStall(cfg.WriteTimeout),
 		log:         cfg.Logger,
 		placeholder: placeholderPNG(),
+		spoolDir:    cfg.SpoolDir,
+		spoolRoom:   budget.New(budget.Options{Bytes: cfg.SpoolRoom, MaxWait: spoolRoomWait}),
 	}
 }
 

@@ -274,13 +274,23 @@ type faultyStore struct {
 	fails  atomic.Int64
 }
 
+// errInjected is faultyStore's failure.
+var errInjected = errors.New("store: injected write failure")
+
+// Put, broken, writes the first MiB of the body through the store below
+// and then fails, as an upload whose connection drops does: a check that
+// nothing was stored can then fail.
 func (s *faultyStore) Put(ctx context.Context, key string, m store.Meta, body io.Reader) error {
 	if s.broken.Load() {
-		io.Copy(io.Discard, io.LimitReader(body, 1<<20)) // some of it, as a failing upload does
-		return errors.New("store: injected write failure")
+		s.Store.Put(ctx, key, m, io.MultiReader(io.LimitReader(body, 1<<20), failingReader{errInjected}))
+		return errInjected
 	}
 	return s.Store.Put(ctx, key, m, body)
 }
+
+type failingReader struct{ err error }
+
+func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
 
 func (s *faultyStore) Fail(ctx context.Context, key string, status int, ttl time.Duration) error {
 	s.fails.Add(1)

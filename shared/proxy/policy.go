@@ -13,6 +13,7 @@ import (
 	"github.com/misskey-lambda/media-proxy/shared/jobs"
 	"github.com/misskey-lambda/media-proxy/shared/pipeline"
 	"github.com/misskey-lambda/media-proxy/shared/problem"
+	"github.com/misskey-lambda/media-proxy/shared/spool"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 	"github.com/misskey-lambda/media-proxy/shared/variant"
 )
@@ -35,6 +36,7 @@ const (
 	replyBytes            // an in-memory body
 	replyEntry            // a stored object: a redirect or its bytes
 	replyStream           // a body streamed from the origin
+	replySpool            // a download's spool, read as it grows
 )
 
 // reply is what the policy decided to answer; respond.go and errors.go
@@ -53,6 +55,7 @@ type reply struct {
 	data  []byte
 	entry *store.Entry
 	body  io.Reader
+	spool *spool.Reader
 	// done gives back what the reply holds (memory budget, a stream).
 	done func()
 }
@@ -135,8 +138,8 @@ func (h *Handler) answer(ctx context.Context, req request, rec *record) reply {
 		return failed(err)
 	}
 	rec.figures(p.fetch, p.transform, p.bytesIn)
-	if p.tee != nil {
-		return h.teeReply(ctx, req, rec, p.tee, release)
+	if p.dl != nil {
+		return p.dl.reply(ctx, rec, release)
 	}
 	if p.entry != nil {
 		if p.entry.RedirectURL != "" {
@@ -201,8 +204,8 @@ func readSmall(ctx context.Context, e *store.Entry) ([]byte, error) {
 // produced is what identical requests in flight share.
 type produced struct {
 	res   *pipeline.Result // in-memory result
-	entry *store.Entry     // or the stored object, for large bodies
-	tee   *tee             // or a large body streaming to a client and the store
+	entry *store.Entry     // or the stored object, for large bodies in memory
+	dl    *download        // or a large body being downloaded
 	// Figures for every waiter's log line.
 	fetch, transform time.Duration
 	bytesIn          int64
@@ -212,17 +215,17 @@ func (p *produced) release() {
 	if p.res != nil {
 		p.res.Close()
 	}
-	if p.tee != nil {
-		p.tee.unclaim()
+	if p.dl != nil {
+		p.dl.sp.Release()
 	}
 }
 
 // produce makes the variant and stores it. It runs once for all identical
 // requests in flight, with a context that ends when the last of them has
-// gone, up to the moment a large body starts streaming (see tee): from
-// there the fetch runs to its end, bounded by its own timeout. A failure
-// of the source is remembered; the proxy's own faults (store, memory
-// budget) are not.
+// gone, up to the moment a large body starts downloading (see download):
+// from there the fetch runs to its end, bounded by its own timeout. A
+// failure of the source is remembered; the proxy's own faults (store,
+// memory budget, disk) are not.
 func (h *Handler) produce(ctx context.Context, req request, id string) (*produced, error) {
 	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, fcancel)
@@ -233,17 +236,20 @@ func (h *Handler) produce(ctx context.Context, req request, id string) (*produce
 		h.remember(ctx, req, id, err)
 		return nil, err
 	}
-	// A request for part of the body is answered 206 from the stored
-	// copy, so it waits for the whole download, as identical requests
-	// arriving while a stream is in flight do.
-	if res.Body != nil && !req.partial && h.streams(res.Meta.Size) {
+	if res.Body != nil {
 		if !stop() {
-			// Every client left as the headers came: nobody to stream to.
+			// Every client left as the headers came: nobody to answer.
 			res.Close()
 			fcancel()
 			return nil, ctx.Err()
 		}
-		return &produced{tee: h.startTee(fctx, fcancel, req, id, res), fetch: res.Fetch, bytesIn: res.BytesIn}, nil
+		d, err := h.startDownload(fctx, fcancel, req, id, res)
+		if err != nil {
+			res.Close()
+			fcancel()
+			return nil, err
+		}
+		return &produced{dl: d, fetch: res.Fetch, bytesIn: res.BytesIn}, nil
 	}
 	defer fcancel()
 	defer stop()
@@ -262,7 +268,7 @@ func (h *Handler) produce(ctx context.Context, req request, id string) (*produce
 		return p, nil
 	}
 	defer res.Close()
-	e, err := h.storeLarge(ctx, req, res)
+	e, err := h.storeData(ctx, req, res.Meta, res.Data)
 	if err != nil {
 		h.remember(ctx, req, id, err)
 		return nil, err
@@ -272,7 +278,8 @@ func (h *Handler) produce(ctx context.Context, req request, id string) (*produce
 }
 
 // streams tells whether a miss too large to hold in memory, of declared
-// size (-1: unknown), is streamed while it is stored (Config.StreamLimit).
+// size (-1: unknown), is answered from its spool as it downloads, or
+// only once stored (Config.StreamLimit).
 func (h *Handler) streams(size int64) bool {
 	switch l := h.cfg.StreamLimit; {
 	case l < 0:
@@ -284,33 +291,21 @@ func (h *Handler) streams(size int64) bool {
 	}
 }
 
-// storeLarge streams a body too large to answer directly into the store
-// and looks it up again, to be answered from there (a redirect, for S3):
-// for bodies Config.StreamLimit does not stream.
-func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Result) (*store.Entry, error) {
+// storeData stores a body held in memory but too large to answer
+// directly, and looks it up again, to be answered from there (a
+// redirect, for S3).
+func (h *Handler) storeData(ctx context.Context, req request, meta store.Meta, data []byte) (*store.Entry, error) {
 	if h.noStore {
 		return nil, &problem.Error{Status: http.StatusBadGateway, Err: errors.New("body over the inline limit and no store to serve it from")}
 	}
-	if n := h.storeWriteBuffer(); n > 0 && h.cfg.Budget != nil {
-		got, err := h.cfg.Budget.Acquire(ctx, n)
-		if err != nil {
-			return nil, &problem.Error{Status: http.StatusServiceUnavailable, RetryAfter: pipeline.BusyRetryAfter, Err: err}
-		}
-		defer h.cfg.Budget.Release(got)
+	mem, err := h.acquire(ctx, h.storeWriteBuffer())
+	if err != nil {
+		return nil, err
 	}
-	src := &sourceReader{r: res.Body}
-	if res.Data != nil {
-		src.r = bytes.NewReader(res.Data)
-	}
-	// No fixed bound but a generous one: a slow origin is the norm and
-	// the fetch's own timeouts end it; this one catches a silent store.
+	defer h.cfg.Budget.Release(mem)
 	pctx, cancel := context.WithTimeout(ctx, h.cfg.StreamTimeout)
-	err := h.cfg.Store.Put(pctx, req.key, res.Meta, src)
+	err = h.cfg.Store.Put(pctx, req.key, meta, bytes.NewReader(data))
 	cancel()
-	if src.err != nil {
-		// The origin failed mid-body: that is the source's failure.
-		return nil, pipeline.FetchError(ctx, src.err)
-	}
 	if err != nil {
 		return nil, &problem.Error{Status: http.StatusBadGateway, Err: fmt.Errorf("store large body: %w", err)}
 	}
@@ -327,21 +322,6 @@ func (h *Handler) storeLarge(ctx context.Context, req request, res *pipeline.Res
 // into it (S3's part buffers), for the memory budget; 0 when it says none.
 func (h *Handler) storeWriteBuffer() int64 {
 	return store.WriteBuffer(h.cfg.Store)
-}
-
-// sourceReader remembers the first read error of the origin's body, which
-// tells a failing source from a failing store when a stream breaks.
-type sourceReader struct {
-	r   io.Reader
-	err error
-}
-
-func (s *sourceReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF && s.err == nil {
-		s.err = err
-	}
-	return n, err
 }
 
 // remember keeps a failure of the source for as long as package failure

@@ -27,11 +27,6 @@ type request struct {
 	// start is when the request came in: a failure found long after it
 	// is worth storing (failure.Stored).
 	start time.Time
-	// partial: the request asks for a part of the body (a Range other
-	// than the whole of it, "bytes=0-"), which a streamed miss cannot
-	// answer with 206; Safari probes a video with "bytes=0-1" and plays it
-	// only after a 206.
-	partial bool
 }
 
 // parseRequest reads the path and query. A request the proxy will not
@@ -46,9 +41,6 @@ func parseRequest(r *http.Request, canonical func(string) (*url.URL, error)) (re
 	q, err := parseQuery(r.URL.RawQuery)
 	_, req.fallback = q["fallback"]
 	req.kind = variant.FromQuery(q)
-	if rg := strings.TrimSpace(r.Header.Get("Range")); rg != "" && rg != "bytes=0-" {
-		req.partial = true
-	}
 	vals := q["url"]
 	if err != nil || len(vals) != 1 {
 		return req, http.StatusBadRequest

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/misskey-lambda/media-proxy/shared/spool"
 	"github.com/misskey-lambda/media-proxy/shared/store"
 )
 
@@ -31,11 +32,13 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, rec *record, rp 
 	case replyError:
 		h.writeError(w, r, rec, rp, fallback)
 	case replyBytes:
-		serveContent(w, r, rec, rp.meta, bytes.NewReader(rp.data))
+		serveContent(w, r, rec, rp.meta, bytes.NewReader(rp.data), cacheSuccess)
 	case replyEntry:
 		h.writeEntry(w, r, rec, rp.entry, rp.body)
 	case replyStream:
 		h.writeStream(w, r, rec, rp.meta, rp.body, cacheStreamed)
+	case replySpool:
+		h.writeSpool(w, r, rec, rp.meta, rp.spool, fallback)
 	}
 }
 
@@ -48,11 +51,13 @@ func setSuccess(hd http.Header, m store.Meta) {
 	}
 }
 
-// serveContent answers with a complete, seekable body through
-// http.ServeContent, which brings HEAD, If-None-Match (304), Range (206,
-// 416, multipart for several ranges) and If-Range against the ETag.
-func serveContent(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.ReadSeeker) {
+// serveContent answers with a seekable body through http.ServeContent,
+// which brings HEAD, If-None-Match (304), Range (206, 416, multipart for
+// several ranges) and If-Range against the ETag. cacheControl is
+// cacheSuccess, or cacheStreamed for a body still arriving.
+func serveContent(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body io.ReadSeeker, cacheControl string) {
 	setSuccess(w.Header(), m)
+	w.Header().Set("Cache-Control", cacheControl)
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", time.Time{}, body)
 	rec.status, rec.bytesOut = cw.status, cw.n
@@ -69,13 +74,98 @@ func (h *Handler) writeEntry(w http.ResponseWriter, r *http.Request, rec *record
 		return
 	}
 	if rs, ok := body.(io.ReadSeeker); ok {
-		serveContent(w, r, rec, e.Meta, rs)
+		serveContent(w, r, rec, e.Meta, rs, cacheSuccess)
 		return
 	}
 	// Not seekable (an object read through the store's API): the whole
 	// body, which still honours If-None-Match.
 	h.writeStream(w, r, rec, e.Meta, body, cacheSuccess)
 }
+
+// writeSpool answers from a download's spool, read as it grows. A GET
+// waits for the first byte it asks for: a body that breaks before it
+// gets the error, with a status. A body of known length then goes through
+// http.ServeContent like a stored one (HEAD, ranges, If-Range), each
+// write flushed as it is made, so a range is answered as soon as its
+// bytes are there. A body of unknown length is streamed whole (a range
+// waits for its end, which gives the length). m.ETag is set only when the
+// body was complete as the request came: a body still arriving has no
+// ETag yet, so If-None-Match never matches and If-Range with any tag gets
+// the whole body (RFC 9110: a validator that cannot be matched), and it
+// is cached as a streamed body is (cacheStreamed). A break after the
+// headers aborts the response.
+func (h *Handler) writeSpool(w http.ResponseWriter, r *http.Request, rec *record, m store.Meta, body *spool.Reader, fallback bool) {
+	if r.Method != http.MethodHead {
+		if err := body.Ready(firstWanted(r, m)); err != nil {
+			rec.err = err
+			h.writeError(w, r, rec, failed(err), fallback)
+			return
+		}
+	}
+	cc := cacheSuccess
+	if m.ETag == "" {
+		cc = cacheStreamed
+	}
+	if m.Size < 0 && r.Header.Get("Range") == "" {
+		h.writeStream(w, r, rec, m, body, cc)
+		return
+	}
+	serveContent(flushEach{w, http.NewResponseController(w)}, r, rec, m, body, cc)
+	if err := body.Err(); err != nil {
+		rec.aborted, rec.err = true, err
+	}
+}
+
+// firstWanted is the offset of the first byte r's answer sends: the
+// lowest start of its ranges, 0 without (or when If-Range cannot match,
+// or the ranges do not parse, which http.ServeContent answers itself).
+func firstWanted(r *http.Request, m store.Meta) int64 {
+	spec, ok := strings.CutPrefix(r.Header.Get("Range"), "bytes=")
+	if !ok || (r.Header.Get("If-Range") != "" && m.ETag == "") {
+		return 0
+	}
+	first := int64(-1)
+	for part := range strings.SplitSeq(spec, ",") {
+		a, _, _ := strings.Cut(strings.TrimSpace(part), "-")
+		var start int64
+		if a == "" {
+			// A suffix: the last n bytes.
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(part), "-")), 10, 64)
+			if err != nil || m.Size < 0 {
+				return 0
+			}
+			start = max(m.Size-n, 0)
+		} else {
+			v, err := strconv.ParseInt(a, 10, 64)
+			if err != nil {
+				return 0
+			}
+			start = v
+		}
+		if first < 0 || start < first {
+			first = start
+		}
+	}
+	return max(first, 0)
+}
+
+// flushEach is a ResponseWriter that flushes after every write.
+type flushEach struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (f flushEach) Write(p []byte) (int, error) {
+	n, err := f.ResponseWriter.Write(p)
+	if err == nil {
+		if ferr := f.rc.Flush(); !errors.Is(ferr, http.ErrNotSupported) {
+			err = ferr
+		}
+	}
+	return n, err
+}
+
+func (f flushEach) Unwrap() http.ResponseWriter { return f.ResponseWriter }
 
 // writeStream answers 200 with a body read as it goes, ignoring Range: a
 // stream cannot seek. A read error after the headers aborts the response.
@@ -92,7 +182,7 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *recor
 	}
 	rec.status = http.StatusOK
 	w.WriteHeader(rec.status)
-	fw := flushWriter{w, http.NewResponseController(w)}
+	fw := flushEach{w, http.NewResponseController(w)}
 	fw.rc.Flush()
 	if r.Method == http.MethodHead {
 		return
@@ -102,23 +192,6 @@ func (h *Handler) writeStream(w http.ResponseWriter, r *http.Request, rec *recor
 	if err != nil {
 		rec.aborted, rec.err = true, err
 	}
-}
-
-// flushWriter flushes after every write.
-type flushWriter struct {
-	w  io.Writer
-	rc *http.ResponseController
-}
-
-func (f flushWriter) Write(p []byte) (int, error) {
-	n, err := f.w.Write(p)
-	if err == nil {
-		err = f.rc.Flush()
-		if errors.Is(err, http.ErrNotSupported) {
-			err = nil
-		}
-	}
-	return n, err
 }
 
 // notModified answers 304 when If-None-Match names etag (for bodies that

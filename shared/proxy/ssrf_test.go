@@ -162,6 +162,7 @@ type stackOptions struct {
 	// Handler settings, as service.New sets them on Lambda or locally.
 	inlineLimit  int64
 	streamLimit  int64
+	spoolRoom    int64
 	precompute   jobs.Enqueuer
 	writeTimeout time.Duration
 }
@@ -169,6 +170,13 @@ type stackOptions struct {
 // newStack builds the proxy from its packages, as service.New does, but
 // with the fetcher's hooks in the test's hands.
 func newStack(t *testing.T, o stackOptions) *httptest.Server {
+	t.Helper()
+	srv, _ := newStackHandler(t, o)
+	return srv
+}
+
+// newStackHandler is newStack with its handler.
+func newStackHandler(t *testing.T, o stackOptions) (*httptest.Server, *proxy.Handler) {
 	t.Helper()
 	if o.resolver == nil {
 		o.resolver = resolverFunc(func(_ context.Context, _, host string) ([]netip.Addr, error) {
@@ -209,10 +217,12 @@ func newStack(t *testing.T, o stackOptions) *httptest.Server {
 		StreamLimit:  o.streamLimit,
 		Precompute:   o.precompute,
 		WriteTimeout: o.writeTimeout,
+		SpoolDir:     t.TempDir(),
+		SpoolRoom:    o.spoolRoom,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, h
 }
 
 // testPipeline is the pipeline service.New builds, on fetcher.

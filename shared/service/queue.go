@@ -34,9 +34,12 @@ func OpenQueue(ctx context.Context, cfg config.Config, r *jobs.Runner, log *slog
 	return nil, fmt.Errorf("queue %q: not a config.Queue from config.Load", cfg.Queue)
 }
 
-// Close lets the queue finish the jobs this process holds, by ctx's
-// deadline.
+// Close lets the downloads in flight finish their store copies, and the
+// queue the jobs this process holds, by ctx's deadline.
 func (s *Service) Close(ctx context.Context) error {
+	if err := s.Handler.Wait(ctx); err != nil {
+		return fmt.Errorf("downloads in flight: %w", err)
+	}
 	if s.Queue == nil {
 		return nil
 	}

@@ -76,12 +76,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	// response carries at full speed, and a larger miss is streamed only
 	// while the 2 MB/s past them beats storing it first (config's
 	// LambdaStreamLimit); elsewhere any size may be answered directly.
-	var inline, stream int64
+	var inline, stream, spoolRoom int64
 	inMemory := int64(passthroughInMemory)
 	if cfg.OnLambda {
 		inline = functionurl.MaxBody
 		inMemory = functionurl.MaxBody
 		stream = cfg.LambdaStreamLimit
+		// One request at a time per instance: its spool may take /tmp
+		// (the stack's ephemeral storage), but for a margin.
+		if size, err := store.FilesystemSize(os.TempDir()); err == nil && size > 0 {
+			spoolRoom = size - size/10
+		}
 	}
 	pl := pipeline.New(fetcher, tr, pipeline.Options{InMemory: inMemory, MaxConvertSize: cfg.MaxConvertSize, Budget: mem})
 	// One failure memory for the requests and the jobs of this process.
@@ -95,11 +100,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		Precompute:  queue,
 		InlineLimit: inline,
 		StreamLimit: stream,
+		SpoolRoom:   spoolRoom,
 		Pipeline:    pl,
 		Canonical:   fetcher.Canonical,
 		Budget:      mem,
-		// A streamed body takes at most the fetch's own time to arrive;
-		// past that and a margin, the store is what hangs.
+		// A body takes at most the fetch's own time to arrive; past that
+		// and a margin, the store copy is what hangs.
 		StreamTimeout: cfg.FetchTimeout + time.Minute,
 		WriteTimeout:  cfg.WriteTimeout,
 		// Never more than a Lambda response can carry.

@@ -31,12 +31,14 @@ const (
 
 // DirOptions configure a Dir.
 type DirOptions struct {
-	// MaxBytes is the disk budget, counting each file rounded up to 4 KiB.
-	// When a write takes the store past it, least recently used objects
-	// are removed in the background until it is at 90 %; should writes
-	// outrun that and take it 10 % over, they wait for the eviction. 0
-	// means DefaultMaxBytes (10 GiB), but at most a quarter of the size of
-	// the filesystem holding the folder.
+	// MaxBytes is the disk budget, counting each file rounded up to 4 KiB,
+	// temporary files (writes in progress, spools) included: each write
+	// reserves its room before it writes. Past 95 % the least recently
+	// used objects are removed in the background until the store is at
+	// 90 %; a write that does not fit waits for that, and fails with
+	// ErrNoRoom when even a whole pass cannot make room (everything left
+	// is being written or read). 0 means DefaultMaxBytes (10 GiB), but at
+	// most a quarter of the size of the filesystem holding the folder.
 	MaxBytes int64
 	// Logger, when set, gets a line per eviction pass.
 	Logger *slog.Logger
@@ -58,10 +60,16 @@ type Dir struct {
 	// total is the bytes of the store's files (rounded up to blocks), kept
 	// by every write and removal and recounted by each eviction pass.
 	total int64
+	// inflight is the room reserved by files being written (temporary
+	// files and spools), which total does not count.
+	inflight int64
 	// walking is set while a pass counts the files; walkDelta collects
 	// the changes made meanwhile, to be added to its count.
 	walking   bool
 	walkDelta int64
+	// passCount counts the passes started, so a write that waits for room
+	// can tell a pass that began after it asked.
+	passCount int
 	// readers counts the open readers of each path: eviction skips them.
 	readers map[string]int
 	passing bool
@@ -70,6 +78,11 @@ type Dir struct {
 }
 
 var _ Store = (*Dir)(nil)
+
+// ErrNoRoom means a write did not fit in the disk budget, even after
+// eviction: what is left is being written or read. It says nothing about
+// the source.
+var ErrNoRoom = errors.New("store: no room within the disk budget")
 
 // NewDir opens (creating if needed) a store rooted at dir. It counts the
 // files already there in the background: the store is usable at once, and
@@ -275,9 +288,6 @@ func (d *Dir) Put(ctx context.Context, key string, meta Meta, body io.Reader) er
 }
 
 func (d *Dir) put(ctx context.Context, p string, meta Meta, body io.Reader) error {
-	if err := d.waitForRoom(ctx); err != nil {
-		return err
-	}
 	m := objectMeta{ContentType: meta.ContentType, Disposition: meta.Disposition, ETag: meta.ETag}
 	var tag *ETagWriter
 	if m.ETag == "" {
@@ -288,12 +298,19 @@ func (d *Dir) put(ctx context.Context, p string, meta Meta, body io.Reader) erro
 	if err != nil {
 		return fmt.Errorf("encode meta: %w", err)
 	}
-	t, err := createTemp(p, kindObject, raw)
+	t, err := d.createTemp(ctx, p, kindObject, raw)
 	if err != nil {
 		return err
 	}
 	defer t.discard()
-	if err := t.copyBody(body, tag); err != nil {
+	if l, ok := body.(interface{ Len() int }); ok {
+		// Known size (bytes in memory): all its room at once, so a write
+		// never holds part of it while it waits for the rest.
+		if err := t.grow(ctx, t.bodyOffset()+int64(l.Len())); err != nil {
+			return err
+		}
+	}
+	if err := t.copyBody(ctx, body, tag); err != nil {
 		return err
 	}
 	if tag != nil {
@@ -321,14 +338,11 @@ func (d *Dir) Fail(ctx context.Context, key string, status int, ttl time.Duratio
 }
 
 func (d *Dir) fail(ctx context.Context, p string, status int, ttl time.Duration) error {
-	if err := d.waitForRoom(ctx); err != nil {
-		return err
-	}
 	raw, err := json.Marshal(markerMeta{Status: status, TTL: int64(ttl)})
 	if err != nil {
 		return fmt.Errorf("encode marker: %w", err)
 	}
-	t, err := createTemp(p, kindFailure, raw)
+	t, err := d.createTemp(ctx, p, kindFailure, raw)
 	if err != nil {
 		return err
 	}
@@ -369,50 +383,86 @@ func (d *Dir) expired(m markerMeta, mtime time.Time) bool {
 	return d.left(m, mtime) <= 0
 }
 
-// waitForRoom holds a write back while the store is well over budget, for
-// the running eviction pass to finish: a pass walks every file, and
-// writes faster than that must not outrun it. One pass at most, so a
-// store whose objects are all being read still takes writes.
-func (d *Dir) waitForRoom(ctx context.Context) error {
-	d.mu.Lock()
-	if d.total <= d.maxBytes+d.maxBytes/10 {
-		d.mu.Unlock()
-		return nil
+// reserve takes n bytes of the disk budget for a file being written.
+// When they do not fit, it waits for eviction, and fails with ErrNoRoom
+// once a pass that started after it asked has ended without making room.
+func (d *Dir) reserve(ctx context.Context, n int64) error {
+	if n > d.maxBytes {
+		return fmt.Errorf("%w: %d bytes, the whole budget is %d", ErrNoRoom, n, d.maxBytes)
 	}
-	d.startPassLocked()
-	idle := d.idle
-	d.mu.Unlock()
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("store: over budget, waiting for eviction: %w", ctx.Err())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	after := -1 // the pass that must have run before giving up
+	for {
+		if d.total+d.inflight+n <= d.maxBytes {
+			d.inflight += n
+			d.evictEarlyLocked()
+			return nil
+		}
+		if after < 0 {
+			after = d.passCount + 1
+		} else if d.passCount >= after && !d.passing {
+			return fmt.Errorf("%w: %d bytes wanted, %d stored and %d being written of %d", ErrNoRoom, n, d.total, d.inflight, d.maxBytes)
+		}
+		d.startPassLocked()
+		idle := d.idle
+		d.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			d.mu.Lock()
+			return fmt.Errorf("store: waiting for room on disk: %w", ctx.Err())
+		}
+		d.mu.Lock()
 	}
 }
 
-// tempFile is a store file being written beside its final path.
+// unreserveLocked gives back room reserved for a file that was removed.
+func (d *Dir) unreserveLocked(n int64) {
+	d.inflight -= n
+}
+
+// evictEarlyLocked starts a pass once the store is at 95 % of its
+// budget, so that writes rarely wait for one.
+func (d *Dir) evictEarlyLocked() {
+	if d.total+d.inflight > d.maxBytes-d.maxBytes/20 {
+		d.startPassLocked()
+	}
+}
+
+// tempFile is a store file being written beside its final path. Its
+// room in the disk budget is reserved before each write.
 type tempFile struct {
+	d         *Dir
 	f         *os.File
 	kind      fileKind
 	metaLen   int
 	bodyLen   int64
+	reserved  int64
 	published bool
 }
 
 // createTemp starts a file of kind k with meta, its header to be filled
 // in by publish.
-func createTemp(p string, k fileKind, meta []byte) (*tempFile, error) {
+func (d *Dir) createTemp(ctx context.Context, p string, k fileKind, meta []byte) (*tempFile, error) {
 	if len(meta) > maxMetaSize {
 		return nil, fmt.Errorf("meta of %d bytes", len(meta))
 	}
+	head := blocks(int64(headerSize + len(meta)))
+	if err := d.reserve(ctx, head); err != nil {
+		return nil, err
+	}
+	t := &tempFile{d: d, kind: k, metaLen: len(meta), reserved: head}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.unreserve()
 		return nil, err
 	}
 	f, err := os.CreateTemp(filepath.Dir(p), tempPrefix+"*")
 	if err != nil {
+		t.unreserve()
 		return nil, err
 	}
-	t := &tempFile{f: f, kind: k, metaLen: len(meta)}
+	t.f = f
 	if _, err := f.Write(append(make([]byte, headerSize), meta...)); err != nil {
 		t.discard()
 		return nil, err
@@ -420,15 +470,58 @@ func createTemp(p string, k fileKind, meta []byte) (*tempFile, error) {
 	return t, nil
 }
 
-// copyBody appends body, passing it through tag when set.
-func (t *tempFile) copyBody(body io.Reader, tag *ETagWriter) error {
-	dst := io.Writer(t.f)
-	if tag != nil {
-		dst = io.MultiWriter(t.f, tag)
+// grow reserves the room for a file of size bytes.
+func (t *tempFile) grow(ctx context.Context, size int64) error {
+	need := blocks(size) - t.reserved
+	if need <= 0 {
+		return nil
 	}
-	n, err := io.Copy(dst, body)
-	t.bodyLen = n
+	if err := t.d.reserve(ctx, need); err != nil {
+		return err
+	}
+	t.reserved += need
+	return nil
+}
+
+// Write appends p to the body, within the room reserved for it.
+func (t *tempFile) write(ctx context.Context, p []byte) error {
+	if err := t.grow(ctx, t.bodyOffset()+t.bodyLen+int64(len(p))); err != nil {
+		return err
+	}
+	n, err := t.f.Write(p)
+	t.bodyLen += int64(n)
 	return err
+}
+
+func (t *tempFile) bodyOffset() int64 { return headerSize + int64(t.metaLen) }
+
+// copyBody appends body, passing it through tag when set.
+func (t *tempFile) copyBody(ctx context.Context, body io.Reader, tag *ETagWriter) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if tag != nil {
+				tag.Write(buf[:n])
+			}
+			if werr := t.write(ctx, buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (t *tempFile) unreserve() {
+	t.d.mu.Lock()
+	t.d.unreserveLocked(t.reserved)
+	t.d.mu.Unlock()
+	t.reserved = 0
 }
 
 // rewriteMeta writes m over the meta the file was created with.
@@ -441,60 +534,69 @@ func (t *tempFile) rewriteMeta(m objectMeta) error {
 	return err
 }
 
-// discard removes the file unless it was published.
+// discard removes the file unless it was published, and gives back its
+// room.
 func (t *tempFile) discard() {
 	if !t.published {
-		t.f.Close()
-		os.Remove(t.f.Name())
+		if t.f != nil {
+			t.f.Close()
+			os.Remove(t.f.Name())
+		}
+		t.unreserve()
 	}
 }
 
 // publish fills in the header and renames the file to p.
 func (d *Dir) publish(t *tempFile, p string) error {
-	h := header{kind: t.kind, metaLen: uint32(t.metaLen), bodyLen: uint64(t.bodyLen)}
-	if _, err := t.f.WriteAt(h.bytes(), 0); err != nil {
+	if err := t.writeHeader(); err != nil {
 		return err
 	}
 	if err := t.f.Close(); err != nil {
 		return err
 	}
-	if err := d.commit(t.f.Name(), p, h.bodyOffset()+t.bodyLen); err != nil {
-		return err
-	}
-	t.published = true
-	return nil
+	return d.commit(t, p)
 }
 
-// commit renames tmp (of size bytes) over p and counts the difference.
-// It holds the lock so that an eviction pass never removes p between the
-// size read here and the rename.
-func (d *Dir) commit(tmp, p string, size int64) error {
+func (t *tempFile) writeHeader() error {
+	h := header{kind: t.kind, metaLen: uint32(t.metaLen), bodyLen: uint64(t.bodyLen)}
+	_, err := t.f.WriteAt(h.bytes(), 0)
+	return err
+}
+
+// commit renames t over p, counts the difference, and gives back t's
+// reservation. It holds the lock so that an eviction pass never removes p
+// between the size read here and the rename.
+func (d *Dir) commit(t *tempFile, p string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var old int64
 	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
 		old = blocks(fi.Size())
 	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := os.Rename(t.f.Name(), p); err != nil {
 		return err
 	}
-	d.addLocked(blocks(size) - old)
+	t.published = true
+	d.unreserveLocked(t.reserved)
+	t.reserved = 0
+	d.addLocked(blocks(t.bodyOffset()+t.bodyLen) - old)
 	return nil
 }
 
 // addLocked counts a change of delta bytes and starts a pass if the store
-// went over budget.
+// is nearly full.
 func (d *Dir) addLocked(delta int64) {
 	d.total += delta
 	if d.walking {
 		d.walkDelta += delta
 	}
-	if d.total > d.maxBytes {
-		d.startPassLocked()
-	}
+	d.evictEarlyLocked()
 }
 
 // blocks is size rounded up to whole blocks, roughly what it takes on disk.
 func blocks(size int64) int64 {
 	return (size + blockSize - 1) / blockSize * blockSize
 }
+
+// FilesystemSize is the size of the filesystem holding dir (0: unknown).
+func FilesystemSize(dir string) (int64, error) { return fsSize(dir) }

@@ -48,14 +48,14 @@ func (d *Dir) wait() {
 	}
 }
 
-// passes runs eviction passes while the store is over budget and they
+// passes runs eviction passes while the store is nearly full and they
 // make progress; when nothing can be removed (every object being read),
-// the next write over budget tries again.
+// the next write that does not fit tries again.
 func (d *Dir) passes() {
 	for {
 		removed := d.pass()
 		d.mu.Lock()
-		if removed == 0 || d.total <= d.maxBytes {
+		if removed == 0 || d.total+d.inflight <= d.maxBytes-d.maxBytes/20 {
 			d.passing = false
 			close(d.idle)
 			d.mu.Unlock()
@@ -73,9 +73,10 @@ func (d *Dir) pass() int {
 	start := time.Now()
 	target := d.maxBytes - d.maxBytes/10
 	d.mu.Lock()
+	d.passCount++
 	// Keep just enough candidates to get back to target, with room for
 	// writes during the walk: a large store's list would not fit in memory.
-	lru := oldest{limit: max(d.total-target, 0) + d.maxBytes - target}
+	lru := oldest{limit: max(d.total+d.inflight-target, 0) + d.maxBytes - target}
 	d.walking, d.walkDelta = true, 0
 	d.mu.Unlock()
 
@@ -113,7 +114,7 @@ func (d *Dir) pass() int {
 func (d *Dir) over(target int64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.total > target
+	return d.total+d.inflight > target
 }
 
 // walk counts the store's files and offers each live one to lru, removing
@@ -138,7 +139,11 @@ func (d *Dir) walk(lru *oldest) (counted int64, files, removed int, err error) {
 		case live:
 			files++
 			counted += blocks(st.size)
-			lru.add(candidate{path: p, stamp: st})
+			// An object being read cannot be removed: no candidate, or it
+			// would take the place of one that can.
+			if !d.beingRead(p) {
+				lru.add(candidate{path: p, stamp: st})
+			}
 		case useless:
 			if d.removeIf(p, st, true) {
 				removed++
@@ -193,6 +198,12 @@ func (d *Dir) classify(p string) (fileState, stamp) {
 		}
 	}
 	return live, st
+}
+
+func (d *Dir) beingRead(p string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.readers[p] > 0
 }
 
 // isOldLayout tells files of the two-file layout: <key> and <key>.meta,

@@ -42,6 +42,52 @@ func onDisk(root string) int64 {
 	return n
 }
 
+// apparent is what every file under root adds up to as Dir counts a file
+// (its size in whole blocks), temporary files included.
+func apparent(root string) int64 {
+	var n int64
+	filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			if fi, err := e.Info(); err == nil {
+				n += blocks(fi.Size())
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// sampleApparent notes the peak of apparent(d.root) until the returned
+// function is called, which returns it. Each sample holds d's lock, so
+// that no room changes hands while it walks (a file removed and its room
+// taken by another would be counted twice); files may still grow, as far
+// as their room allows.
+func sampleApparent(d *Dir) (stop func() int64) {
+	var peak atomic.Int64
+	done, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			d.mu.Lock()
+			n := apparent(d.root)
+			d.mu.Unlock()
+			if n > peak.Load() {
+				peak.Store(n)
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		<-sampled
+		return peak.Load()
+	}
+}
+
 // counted is what the store's own files add up to, as Dir counts them.
 func counted(root string) int64 {
 	var n int64
@@ -92,21 +138,7 @@ func TestDirStaysUnderBudget(t *testing.T) {
 	)
 	d := newDir(t, DirOptions{MaxBytes: budget})
 
-	var peak atomic.Int64
-	stop, sampled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			if n := onDisk(d.root); n > peak.Load() {
-				peak.Store(n)
-			}
-			select {
-			case <-stop:
-				return
-			default:
-			}
-		}
-	}()
+	stop := sampleApparent(d)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range writers {
@@ -117,20 +149,18 @@ func TestDirStaysUnderBudget(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	<-sampled
+	peak := stop()
 	d.wait()
 
 	final := onDisk(d.root)
-	t.Logf("budget %d, peak on disk %d, final %d, counted %d", budget, peak.Load(), final, d.total)
+	t.Logf("budget %d, peak %d, final on disk %d, counted %d", budget, peak, final, d.total)
 	if final > budget {
 		t.Errorf("%d bytes on disk after the writes, over the budget of %d", final, budget)
 	}
-	// Writes go on during a pass until the store is 10 % over; add the
-	// writes in progress then (each a temporary file, then one committed
-	// past the check).
-	if slack := int64(budget/10 + 2*writers*blockSize); peak.Load() > budget+slack {
-		t.Errorf("%d bytes on disk at a peak, over the budget %d and a pass's slack %d", peak.Load(), budget, slack)
+	// Each write reserves its room before it writes, temporary files
+	// included: never a byte over.
+	if peak > budget {
+		t.Errorf("%d bytes at a peak, temporary files included, over the budget %d", peak, budget)
 	}
 	// A file written while a pass walks may be counted twice until the
 	// next pass, never missed: the store may think itself fuller than it
@@ -143,6 +173,113 @@ func TestDirStaysUnderBudget(t *testing.T) {
 			t.Errorf("%s, among the newest, was evicted", key)
 		}
 	}
+}
+
+// Large writes in parallel (bodies put from memory, and spools of a
+// declared length) stay within the budget, temporary files included: each
+// reserves its room before it writes, and one that cannot fit because the
+// rest is being written is refused, never written past the budget.
+func TestDirCountsWritesInProgress(t *testing.T) {
+	const (
+		budget = 8 << 20
+		size   = 3 << 20
+	)
+	ctx := context.Background()
+	d := newDir(t, DirOptions{MaxBytes: budget})
+	stop := sampleApparent(d)
+	var wg sync.WaitGroup
+	var refused, stored atomic.Int64
+	bodies := make([][]byte, 8)
+	for i := range bodies {
+		bodies[i] = make([]byte, size)
+		for j := range bodies[i] {
+			bodies[i][j] = byte(rand.Uint32())
+		}
+	}
+	count := func(err error) {
+		switch {
+		case err == nil:
+			stored.Add(1)
+		case errors.Is(err, ErrNoRoom):
+			refused.Add(1)
+		default:
+			t.Errorf("write: %v", err)
+		}
+	}
+	for i, b := range bodies {
+		key := fmt.Sprintf("v1/original/%d", i)
+		if i%2 == 0 {
+			wg.Go(func() { count(d.Put(ctx, key, Meta{ContentType: "video/mp4"}, slowReader{bytes.NewReader(b)})) })
+			continue
+		}
+		wg.Go(func() { count(writeSpool(ctx, d, key, b)) })
+	}
+	wg.Wait()
+	peak := stop()
+	d.wait()
+	t.Logf("budget %d: peak %d, %d stored, %d refused", budget, peak, stored.Load(), refused.Load())
+	if peak > budget {
+		t.Errorf("%d bytes at a peak, temporary files included, over the budget %d", peak, budget)
+	}
+	if stored.Load() == 0 || refused.Load() == 0 {
+		t.Errorf("%d stored and %d refused; want some of each (two fit at once)", stored.Load(), refused.Load())
+	}
+	for i, b := range bodies {
+		e, err := d.Lookup(ctx, fmt.Sprintf("v1/original/%d", i))
+		if err == nil && readAll(t, e) != string(b) {
+			t.Errorf("object %d holds other bytes", i)
+		}
+	}
+	if n := countTemp(d.root); n != 0 {
+		t.Errorf("%d temporary files left", n)
+	}
+	if d.inflight != 0 {
+		t.Errorf("%d bytes still reserved", d.inflight)
+	}
+}
+
+// slowReader hands its bytes out 64 KiB at a time, with a pause, so
+// that writes overlap.
+type slowReader struct{ *bytes.Reader }
+
+func (s slowReader) Read(p []byte) (int, error) {
+	time.Sleep(time.Millisecond)
+	return s.Reader.Read(p[:min(len(p), 64<<10)])
+}
+
+// writeSpool stores b through a spool, as the proxy downloads.
+func writeSpool(ctx context.Context, d *Dir, key string, b []byte) error {
+	sp, err := d.Spool(ctx, key, Meta{ContentType: "video/mp4"})
+	if err != nil {
+		return err
+	}
+	defer sp.Close()
+	// Its declared length at once, as the proxy reserves it.
+	if err := sp.Reserve(ctx, int64(len(b))); err != nil {
+		return err
+	}
+	f, base := sp.File()
+	var tag ETagWriter
+	for off := 0; off < len(b); off += 64 << 10 {
+		chunk := b[off:min(off+64<<10, len(b))]
+		if _, err := f.WriteAt(chunk, base+int64(off)); err != nil {
+			return err
+		}
+		tag.Write(chunk)
+		time.Sleep(time.Millisecond)
+	}
+	return sp.Keep(int64(len(b)), tag.ETag())
+}
+
+func countTemp(root string) int {
+	n := 0
+	filepath.WalkDir(root, func(_ string, e fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(e.Name(), tempPrefix) {
+			n++
+		}
+		return nil
+	})
+	return n
 }
 
 // An object read recently survives a pass that removes older unread ones.

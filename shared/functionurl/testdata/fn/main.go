@@ -47,8 +47,8 @@ func serve(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			if err == io.EOF {
-				// Work after the last byte, as the proxy's tee finishing
-				// its store write: the invocation must not end before it.
+				// Work after the last byte, as the proxy's store copy
+				// finishing: the invocation must not end before it.
 				time.Sleep(100 * time.Millisecond)
 				if done, err := http.Get(r.URL.Query().Get("done")); err == nil {
 					done.Body.Close()
