@@ -194,6 +194,7 @@ var leftToDefaults = map[string]string{
 	"MEDIA_PROXY_MAX_FRAMES":               "the code's limits are sized for the default memory",
 	"MEDIA_PROXY_TRANSFORM_CONCURRENCY":    "defaults to the vCPUs Lambda gives for the memory size",
 	"MEDIA_PROXY_VIPS_CONCURRENCY":         "libvips' default follows the vCPUs too",
+	"MEDIA_PROXY_WEBP_SMART_SUBSAMPLE":     "the reference's encoding; trading it for CPU is the admin's choice",
 	"MEDIA_PROXY_WORKER_CONCURRENCY":       "jobs per batch run with the code's default",
 	"MEDIA_PROXY_CSP":                      "the default is the proxy's CSP, also set by CloudFront (checked below)",
 	"MEDIA_PROXY_CORS_ALLOW_ORIGIN":        "the default * matches the Function URL's and CloudFront's CORS",

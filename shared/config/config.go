@@ -92,6 +92,9 @@ type Config struct {
 	TransformTimeout     time.Duration
 	// VipsConcurrency is libvips' threads per image (0: libvips' default).
 	VipsConcurrency int
+	// WebPSmartSubsample is libwebp's sharp RGB to YUV conversion, as the
+	// reference encodes (off: cheaper, colour edges bleed).
+	WebPSmartSubsample bool
 
 	ContentSecurityPolicy string
 	AllowOrigin           string
@@ -245,6 +248,7 @@ func settings() []setting {
 		{name: "MEDIA_PROXY_TRANSFORM_CONCURRENCY", auto: "number of CPUs", parse: integer(func(c *Config) *int { return &c.TransformConcurrency }, 1)},
 		{name: "MEDIA_PROXY_TRANSFORM_TIMEOUT", def: "20s", parse: duration(func(c *Config) *time.Duration { return &c.TransformTimeout }, 1)},
 		{name: "MEDIA_PROXY_VIPS_CONCURRENCY", auto: "libvips' default", parse: integer(func(c *Config) *int { return &c.VipsConcurrency }, 0)},
+		{name: "MEDIA_PROXY_WEBP_SMART_SUBSAMPLE", def: "true", parse: boolean(func(c *Config) *bool { return &c.WebPSmartSubsample })},
 		{name: "MEDIA_PROXY_CSP", def: "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'", parse: text(func(c *Config) *string { return &c.ContentSecurityPolicy })},
 		{name: "MEDIA_PROXY_CORS_ALLOW_ORIGIN", def: "*", parse: text(func(c *Config) *string { return &c.AllowOrigin })},
 		{name: "MEDIA_PROXY_CORS_ALLOW_HEADERS", def: "*", parse: text(func(c *Config) *string { return &c.AllowHeaders })},

@@ -71,6 +71,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	fetcher := NewFetcher(cfg)
 	mem := budget.New(budget.Options{Bytes: cfg.MemoryBudget})
 	tr := transform.New(transform.Limits{MaxPixels: cfg.MaxPixels, MaxFrames: cfg.MaxFrames, Timeout: cfg.TransformTimeout}, cfg.TransformConcurrency, mem)
+	tr.SetSmartSubsample(cfg.WebPSmartSubsample)
 	// On Lambda a body held in memory stays within the 6 MB a streamed
 	// response carries at full speed, and a larger miss is streamed only
 	// while the 2 MB/s past them beats storing it first (config's

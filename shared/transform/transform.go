@@ -99,7 +99,14 @@ type Transformer struct {
 	limits Limits
 	slots  chan struct{}
 	mem    *budget.Budget
+	// plainSubsample drops sharp YUV from WebP (SetSmartSubsample).
+	plainSubsample bool
 }
+
+// SetSmartSubsample chooses WebP's RGB to YUV conversion: sharp YUV (the
+// reference's, and the default) or the plain one, which costs about half
+// the encoder's CPU and bleeds colour edges. Call it before any Apply.
+func (t *Transformer) SetSmartSubsample(on bool) { t.plainSubsample = !on }
 
 // New returns a Transformer; concurrency below 1 means 1. Decodes take
 // their estimated memory from mem (nil: not accounted).
@@ -362,7 +369,7 @@ func (t *Transformer) run(ctx context.Context, p *Plan) (*Output, error) {
 	defer im.Close()
 	stop := im.KillOn(ctx)
 	defer stop()
-	out, err := encode(im, p.kind)
+	out, err := encode(im, p.kind, t.plainSubsample)
 	if err != nil {
 		return nil, err
 	}
@@ -432,11 +439,11 @@ func renderInProcess(src []byte, typ sniff.Type, k variant.Kind, limits Limits) 
 }
 
 // encode writes the variant: a badge's PNG mask, or WebP.
-func encode(im *vips.Image, k variant.Kind) (*Output, error) {
+func encode(im *vips.Image, k variant.Kind, plainSubsample bool) (*Output, error) {
 	if k == variant.Badge {
 		return badge(im)
 	}
-	data, err := im.WebP(vips.WebPOptions{Quality: webpQuality, AlphaQuality: webpAlphaQuality, Effort: webpEffort})
+	data, err := im.WebP(vips.WebPOptions{Quality: webpQuality, AlphaQuality: webpAlphaQuality, Effort: webpEffort, PlainSubsample: plainSubsample})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}

@@ -178,6 +178,23 @@ type Fit struct {
 // applying EXIF orientation and importing CMYK to sRGB (images with an RGB
 // colour profile keep it: see ToSRGB).
 func Thumbnail(buf []byte, f Fit) (*Image, error) {
+	return thumbnail(buf, f, pathAny)
+}
+
+// Thumbnail's implementations (see thumbnail).
+const (
+	pathAny     C.int = C.MP_THUMBNAIL_ANY
+	pathFast    C.int = C.MP_THUMBNAIL_FAST
+	pathLibvips C.int = C.MP_THUMBNAIL_LIBVIPS
+)
+
+// errNotFast: thumbnail's fast path (pathFast) does not apply.
+var errNotFast = errors.New("vips: the 8-bit RGBA thumbnail path does not apply")
+
+// thumbnail is Thumbnail with its implementation chosen: for 8-bit RGBA
+// PNG and GIF (most emoji), vips.c's own path, which premultiplies alpha
+// in 8 bits; otherwise vips_thumbnail. Tests force either (path).
+func thumbnail(buf []byte, f Fit, path C.int) (*Image, error) {
 	if err := Start(Options{}); err != nil {
 		return nil, err
 	}
@@ -193,7 +210,11 @@ func Thumbnail(buf []byte, f Fit) (*Image, error) {
 			C.int(f.JPEGShrink), C.int(f.Width), C.int(f.Height), C.int(f.FailOn))
 	} else {
 		r = C.mp_thumbnail_buffer(unsafe.Pointer(&buf[0]), C.size_t(len(buf)), &out,
-			C.int(f.Width), C.int(f.Height), cbool(f.Enlarge), cbool(f.AllPages), C.int(f.FailOn))
+			C.int(f.Width), C.int(f.Height), cbool(f.Enlarge), cbool(f.AllPages), C.int(f.FailOn), path)
+	}
+	if r > 0 {
+		pinner.Unpin()
+		return nil, errNotFast
 	}
 	if r != 0 {
 		pinner.Unpin()
@@ -264,13 +285,16 @@ func (im *Image) Thumbnail(f Fit) (*Image, error) {
 // WebPOptions are the encoder settings.
 type WebPOptions struct {
 	Quality, AlphaQuality, Effort int
+	// PlainSubsample converts RGB to YUV 4:2:0 by plain averaging
+	// instead of libwebp's sharp YUV: much cheaper, colour edges bleed.
+	PlainSubsample bool
 }
 
 // WebP encodes the image (all frames, with their delays and loop count).
 func (im *Image) WebP(o WebPOptions) ([]byte, error) {
 	var p unsafe.Pointer
 	var n C.size_t
-	if C.mp_webpsave(im.c, &p, &n, C.int(o.Quality), C.int(o.AlphaQuality), C.int(o.Effort)) != 0 {
+	if C.mp_webpsave(im.c, &p, &n, C.int(o.Quality), C.int(o.AlphaQuality), C.int(o.Effort), cbool(!o.PlainSubsample)) != 0 {
 		return nil, opError("webpsave")
 	}
 	return takeBuffer(p, n), nil

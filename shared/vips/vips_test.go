@@ -3,8 +3,10 @@ package vips
 import (
 	"bytes"
 	"context"
+	"errors"
 	"image"
 	"image/color"
+	"image/gif"
 	"image/png"
 	"testing"
 	"time"
@@ -297,4 +299,129 @@ func TestKillOnStopsAComputation(t *testing.T) {
 		t.Errorf("the encode stopped %v after the context ended", took-200*time.Millisecond)
 	}
 	t.Logf("stopped after %v: %v", took.Round(time.Millisecond), err)
+}
+
+// transparentGIF is an animated w x h GIF whose frames mix opaque noise
+// with transparent pixels, so premultiplying changes what a resize makes
+// of the edges.
+func transparentGIF(w, h, frames int) []byte {
+	pal := color.Palette{color.NRGBA{}} // index 0: transparent
+	for i := 1; i < 256; i++ {
+		pal = append(pal, color.NRGBA{uint8(i * 37), uint8(i * 91), uint8(i * 13), 255})
+	}
+	g := &gif.GIF{Config: image.Config{ColorModel: pal, Width: w, Height: h}}
+	seed := uint32(1)
+	for f := range frames {
+		img := image.NewPaletted(image.Rect(0, 0, w, h), pal)
+		for i := range img.Pix {
+			seed = seed*1664525 + 1013904223
+			if (i/w+i%w+f*7)%23 > 9 {
+				img.Pix[i] = uint8(1 + seed>>24%255)
+			}
+		}
+		g.Image = append(g.Image, img)
+		g.Delay = append(g.Delay, 5)
+		g.Disposal = append(g.Disposal, gif.DisposalBackground)
+	}
+	var b bytes.Buffer
+	if err := gif.EncodeAll(&b, g); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
+// The 8-bit RGBA path (thumbnail_rgba8 in vips.c) must give vips_thumbnail's
+// pixels to the bit, page height included, for every input it takes; and
+// it must take the emoji inputs it exists for.
+func TestThumbnailRGBA8MatchesLibvips(t *testing.T) {
+	cases := []struct {
+		name string
+		src  []byte
+		fit  Fit
+	}{
+		{"png 512x512 alpha, emoji", testmedia.PNG(512, 512), Fit{Width: 4096, Height: 128}},
+		{"png 300x200 alpha, odd scale", testmedia.PNG(300, 200), Fit{Width: 4096, Height: 77}},
+		{"png alpha, bound by width", testmedia.PNG(640, 90), Fit{Width: 200, Height: 200}},
+		{"gif 7 frames, transparency", transparentGIF(150, 110, 7), Fit{Width: 4096, Height: 64, AllPages: true}},
+		// 110 / (150 / 70) is no whole number of rows: every page is
+		// shrunk a little more to stay on whole rows.
+		{"gif 7 frames, bound by width", transparentGIF(150, 110, 7), Fit{Width: 70, Height: 4096, AllPages: true}},
+		{"gif first frame, transparency", transparentGIF(150, 110, 3), Fit{Width: 4096, Height: 64}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.fit.FailOn = FailOnTruncated
+			fast, err := thumbnail(c.src, c.fit, pathFast)
+			if err != nil {
+				t.Fatalf("fast path: %v", err)
+			}
+			defer fast.Close()
+			ref, err := thumbnail(c.src, c.fit, pathLibvips)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ref.Close()
+			if fast.Width() != ref.Width() || fast.Height() != ref.Height() || fast.PageHeight() != ref.PageHeight() || fast.Bands() != ref.Bands() {
+				t.Fatalf("fast path %dx%d (page %d, %d bands), libvips %dx%d (page %d, %d bands)",
+					fast.Width(), fast.Height(), fast.PageHeight(), fast.Bands(), ref.Width(), ref.Height(), ref.PageHeight(), ref.Bands())
+			}
+			a, err := fast.RGBA()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := ref.RGBA()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, first := differing(a, b); n > 0 {
+				t.Errorf("%d of %d bytes differ from vips_thumbnail's, the first at byte %d (%d, want %d)", n, len(a), first, a[first], b[first])
+			}
+		})
+	}
+}
+
+func differing(a, b []byte) (n, first int) {
+	first = -1
+	for i := range a {
+		if a[i] != b[i] {
+			if first < 0 {
+				first = i
+			}
+			n++
+		}
+	}
+	return n, first
+}
+
+// Everything else goes to vips_thumbnail: the fast path refuses it.
+func TestThumbnailRGBA8Refuses(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		src  []byte
+		fit  Fit
+	}{
+		{"opaque png", testmedia.PNGOpaque(300, 300), Fit{Width: 4096, Height: 128}},
+		{"jpeg", testmedia.JPEG(300, 300, 90), Fit{Width: 4096, Height: 128}},
+		{"webp (shrink-on-load)", webpOf(t, testmedia.PNG(300, 300)), Fit{Width: 4096, Height: 128}},
+		{"16-bit png", testmedia.PNG16(300, 300), Fit{Width: 4096, Height: 128}},
+		{"fits already", testmedia.PNG(100, 100), Fit{Width: 4096, Height: 128}},
+		{"enlarge", testmedia.PNG(300, 300), Fit{Width: 96, Height: 96, Enlarge: true}},
+	} {
+		c.fit.FailOn = FailOnTruncated
+		im, err := thumbnail(c.src, c.fit, pathFast)
+		if !errors.Is(err, errNotFast) {
+			im.Close()
+			t.Errorf("%s: fast path answered %v, want errNotFast", c.name, err)
+		}
+	}
+}
+
+func webpOf(t *testing.T, src []byte) []byte {
+	t.Helper()
+	im, err := Header(src, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	return webp(t, im)
 }

@@ -62,6 +62,8 @@ func main() {
 		err = cmdTable(os.Args[2:])
 	case "mkbucket":
 		err = cmdMkBucket(os.Args[2:])
+	case "matchq":
+		err = cmdMatchQ(os.Args[2:])
 	default:
 		usage()
 	}
@@ -72,7 +74,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: load run|startup|wait|get|freeport|table|mkbucket [flags] (see the source)")
+	fmt.Fprintln(os.Stderr, "usage: load run|startup|wait|get|freeport|table|mkbucket|matchq [flags] (see the source)")
 	os.Exit(2)
 }
 

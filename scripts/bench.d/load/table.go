@@ -41,6 +41,9 @@ type scenario struct {
 	sharp            []float64 // the baseline's in-process ops/s, one per measurement
 	sharpCPU         []float64 // its CPU ms per op
 	qOurs, qBase     *Quality
+	// The imgproxy sides (imgproxy.go).
+	sides              map[string]*side
+	imgpSkip, imgqNote string
 
 	oursS, baseS []StartupResult
 }
@@ -132,8 +135,11 @@ func cmdTable(args []string) error {
 		b.WriteString("\n")
 	}
 
-	b.WriteString("\nTargets:\n\n")
+	b.WriteString("\nTargets (issue 14):\n\n")
 	b.WriteString(targets(scs, byID))
+	b.WriteString(threeWay(scs))
+	b.WriteString("\nTargets (issue 24):\n\n")
+	b.WriteString(targets24(scs))
 	fmt.Print(b.String())
 	return nil
 }
@@ -161,14 +167,12 @@ func (s *scenario) load() error {
 	s.limits = readMetric(filepath.Join(s.dir, "limit.txt"), "req/s")
 	s.limitCPU = readMetric(filepath.Join(s.dir, "limit.txt"), "cpu-ms/op")
 	s.sharp, s.sharpCPU = readSharpLimit(filepath.Join(s.dir, "sharp-limit.jsonl"))
-	if q, err := readQuality(filepath.Join(s.dir, "quality.jsonl")); err == nil && len(q) == 2 {
-		s.qOurs, s.qBase = &q[0], &q[1]
-	}
-	return nil
+	return s.loadSides()
 }
 
 // Quality is a line of scripts/bench.d/quality.
 type Quality struct {
+	File           string  `json:"file"`
 	Bytes          int     `json:"bytes"`
 	Width          int     `json:"width"`
 	Height         int     `json:"height"`
@@ -416,15 +420,16 @@ const (
 	butteraugliTolerance = 0.02
 )
 
+func passOrMiss(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "MISS"
+}
+
 // targets checks the issue's goals.
 func targets(scs []*scenario, byID map[string]*scenario) string {
 	var b strings.Builder
-	mark := func(ok bool) string {
-		if ok {
-			return "PASS"
-		}
-		return "MISS"
-	}
 	for _, s := range scs {
 		if s.skip != "" || len(s.ours) == 0 {
 			continue
@@ -437,40 +442,40 @@ func targets(scs []*scenario, byID map[string]*scenario) string {
 				want = 1.5
 			}
 			if l := s.sharpLimit(); l > 0 {
-				fmt.Fprintf(&b, "- %s %s: req/s %.3f× the baseline's in-process limit (target ≥ %.2f×)\n", mark(o.RPS >= want*l), s.label, o.RPS/l, want)
+				fmt.Fprintf(&b, "- %s %s: req/s %.3f× the baseline's in-process limit (target ≥ %.2f×)\n", passOrMiss(o.RPS >= want*l), s.label, o.RPS/l, want)
 			}
 			if q, qb := s.qOurs, s.qBase; q != nil {
 				r := float64(q.Bytes) / float64(qb.Bytes)
-				fmt.Fprintf(&b, "- %s %s: output bytes %.3f× the baseline's (target ≤ 1.05×)\n", mark(r <= 1.05), s.label, r)
-				fmt.Fprintf(&b, "- %s %s: SSIM %.4f vs baseline %.4f (target ≥ baseline − %.4f)\n", mark(q.SSIM >= qb.SSIM-ssimTolerance), s.label, q.SSIM, qb.SSIM, ssimTolerance)
+				fmt.Fprintf(&b, "- %s %s: output bytes %.3f× the baseline's (target ≤ 1.05×)\n", passOrMiss(r <= 1.05), s.label, r)
+				fmt.Fprintf(&b, "- %s %s: SSIM %.4f vs baseline %.4f (target ≥ baseline − %.4f)\n", passOrMiss(q.SSIM >= qb.SSIM-ssimTolerance), s.label, q.SSIM, qb.SSIM, ssimTolerance)
 				if q.Butteraugli > 0 && qb.Butteraugli > 0 {
 					fmt.Fprintf(&b, "- %s %s: butteraugli 3-norm %.3f vs baseline %.3f (target ≤ baseline + %.2f)\n",
-						mark(q.Butteraugli <= qb.Butteraugli+butteraugliTolerance), s.label, q.Butteraugli, qb.Butteraugli, butteraugliTolerance)
+						passOrMiss(q.Butteraugli <= qb.Butteraugli+butteraugliTolerance), s.label, q.Butteraugli, qb.Butteraugli, butteraugliTolerance)
 				}
 			}
 			if s.oursHWM > 0 && s.baseHWM > 0 {
 				r := float64(s.oursHWM) / float64(s.baseHWM)
-				fmt.Fprintf(&b, "- %s %s: peak RSS %.3f× baseline (target ≤ 0.5×)\n", mark(r <= 0.5), s.label, r)
+				fmt.Fprintf(&b, "- %s %s: peak RSS %.3f× baseline (target ≤ 0.5×)\n", passOrMiss(r <= 0.5), s.label, r)
 			}
 		case "pass":
 			if bs.RPS > 0 {
-				fmt.Fprintf(&b, "- %s %s: req/s %.3f× baseline (target ≥ 2.0×)\n", mark(o.RPS >= 2*bs.RPS), s.label, o.RPS/bs.RPS)
+				fmt.Fprintf(&b, "- %s %s: req/s %.3f× baseline (target ≥ 2.0×)\n", passOrMiss(o.RPS >= 2*bs.RPS), s.label, o.RPS/bs.RPS)
 			}
 			if s.oursHWM > 0 && s.baseHWM > 0 {
 				r := float64(s.oursHWM) / float64(s.baseHWM)
-				fmt.Fprintf(&b, "- %s %s: peak RSS %.3f× baseline (target ≤ 0.5×)\n", mark(r <= 0.5), s.label, r)
+				fmt.Fprintf(&b, "- %s %s: peak RSS %.3f× baseline (target ≤ 0.5×)\n", passOrMiss(r <= 0.5), s.label, r)
 			}
 		case "hit":
 			if a := byID["a"]; a != nil && a.oursM.RPS > 0 {
 				r := o.RPS / a.oursM.RPS
-				fmt.Fprintf(&b, "- %s %s: %.1f× our transform path (a) (target ≥ 20×)\n", mark(r >= 20), s.label, r)
+				fmt.Fprintf(&b, "- %s %s: %.1f× our transform path (a) (target ≥ 20×)\n", passOrMiss(r >= 20), s.label, r)
 			}
 		}
 	}
 	for _, s := range scs {
 		if s.id == "f" && s.skip == "" && len(s.oursS) > 0 { // the target is for the first answer of any kind
 			m, _, _ := startupStats(s.oursS)
-			fmt.Fprintf(&b, "- %s %s: ours %.1f ms median (target < 100 ms)\n", mark(m < 100), s.label, m)
+			fmt.Fprintf(&b, "- %s %s: ours %.1f ms median (target < 100 ms)\n", passOrMiss(m < 100), s.label, m)
 		}
 	}
 	return b.String()
@@ -483,7 +488,11 @@ func checkRuns(scs []*scenario) error {
 		if s.skip != "" {
 			continue
 		}
-		for side, rs := range map[string][]RunResult{"ours": s.ours, "baseline": s.base} {
+		all := map[string][]RunResult{"ours": s.ours, "baseline": s.base}
+		for name, sd := range s.sides {
+			all[sideName[name]] = sd.runs
+		}
+		for side, rs := range all {
 			for i, r := range rs {
 				if r.Requests == 0 || r.Errors > 0 || r.Unexpected > 0 {
 					bad = append(bad, fmt.Sprintf("%s %s round %d: %d answers, %d errors, %d unexpected statuses",
