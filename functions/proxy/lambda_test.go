@@ -58,16 +58,19 @@ func s3FromEnv(t *testing.T) s3Env {
 	}
 }
 
-func (e s3Env) createBucket(t *testing.T) string {
-	t.Helper()
-	client := s3.New(s3.Options{
+func (e s3Env) client() *s3.Client {
+	return s3.New(s3.Options{
 		Region:       e.region,
 		BaseEndpoint: aws.String(e.endpoint),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(e.access, e.secret, ""),
 	})
+}
+
+func (e s3Env) createBucket(t *testing.T) string {
+	t.Helper()
 	bucket := fmt.Sprintf("lambda-test-%d", time.Now().UnixNano())
-	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+	if _, err := e.client().CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		t.Fatalf("create bucket: %v", err)
 	}
 	return bucket
@@ -535,5 +538,48 @@ func TestLambdaAnswersPartsOfAMiss(t *testing.T) {
 				t.Error("the stored copy differs from the origin's")
 			}
 		})
+	}
+}
+
+// A HEAD that starts the download of a body its origin never finishes is
+// answered at once; the invocation goes on for the download, and must end
+// before the function's timeout (when Lambda would freeze or kill it): the
+// download is ended shortly before, cleanly (logged, nothing stored, no
+// multipart upload left), and the next invocation is served.
+func TestLambdaDownloadEndsWithInvocation(t *testing.T) {
+	s3env := s3FromEnv(t)
+	bucket := s3env.createBucket(t)
+	fn := startRuntime(t, s3env.env("s3://"+bucket+"/", s3env.endpoint))
+	const timeout = 6 * time.Second
+	fn.rt.SetTimeout(timeout)
+	o := proxytest.StartTrickle(t, testmedia.MP4(20<<20), time.Second)
+	o.HoldAt(2 * proxytest.Piece) // never let go
+	start := time.Now()
+	if r := fn.invoke(t, "HEAD", "/v.mp4", q(o.URL+"/v.mp4", ""), nil); r.StatusCode != http.StatusOK {
+		t.Fatalf("HEAD: %d %v", r.StatusCode, r.Headers)
+	}
+	// The function asks for the next invocation once this one has ended.
+	next := fn.invoke(t, "GET", "/", "", nil)
+	ended := time.Since(start)
+	t.Logf("the invocation that started the download ended after %v, its timeout %v", ended.Round(time.Millisecond), timeout)
+	if next.StatusCode != http.StatusOK {
+		t.Errorf("the next invocation: %d", next.StatusCode)
+	}
+	if ended >= timeout {
+		t.Errorf("the invocation ended %v after it started, past its timeout (%v)", ended, timeout)
+	}
+	if !o.Held() {
+		t.Error("the origin sent its whole body: the download was not ended")
+	}
+	if !strings.Contains(fn.rt.Logs(), `"msg":"download broke off"`) {
+		t.Errorf("no line for the download that was ended:\n%s", fn.rt.Logs())
+	}
+	ups, err := s3env.client().ListMultipartUploads(t.Context(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+	if err != nil || len(ups.Uploads) != 0 {
+		t.Errorf("multipart uploads left: %v (%v)", ups, err)
+	}
+	objs, err := s3env.client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	if err != nil || len(objs.Contents) != 0 {
+		t.Errorf("objects stored: %v (%v)", objs, err)
 	}
 }

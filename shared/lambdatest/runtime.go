@@ -33,6 +33,18 @@ type Runtime struct {
 	inflight map[string]*invocation
 	nextID   int
 	readers  []*io.PipeReader // closed at the end, for streams a test left unread
+	timeout  time.Duration    // the function's, for each invocation's deadline
+}
+
+// SetTimeout sets the function's timeout: each invocation from now on
+// gets its deadline (Lambda-Runtime-Deadline-Ms) that long after it is
+// handed out. The default is 5 minutes. The stand-in does not end an
+// invocation at its deadline, as Lambda does: a test sees whether the
+// function ended it in time.
+func (rt *Runtime) SetTimeout(d time.Duration) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.timeout = d
 }
 
 type invocation struct {
@@ -69,7 +81,7 @@ func (s *Stream) Trailer() http.Header {
 // stops with the test.
 func StartRuntime(t testing.TB, bootstrap string, env []string) *Runtime {
 	t.Helper()
-	rt := &Runtime{logs: new(Buffer), pending: make(chan *invocation), inflight: map[string]*invocation{}}
+	rt := &Runtime{logs: new(Buffer), pending: make(chan *invocation), inflight: map[string]*invocation{}, timeout: 5 * time.Minute}
 	rt.srv = httptest.NewServer(http.HandlerFunc(rt.serve))
 	t.Cleanup(rt.srv.Close)
 	cmd := exec.Command(bootstrap)
@@ -128,9 +140,10 @@ func (rt *Runtime) serve(w http.ResponseWriter, r *http.Request) {
 		case inv := <-rt.pending:
 			rt.mu.Lock()
 			rt.inflight[inv.id] = inv
+			timeout := rt.timeout
 			rt.mu.Unlock()
 			w.Header().Set("Lambda-Runtime-Aws-Request-Id", inv.id)
-			w.Header().Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(5*time.Minute).UnixMilli(), 10))
+			w.Header().Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(timeout).UnixMilli(), 10))
 			w.Header().Set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:012345678912:function:test_function")
 			w.Header().Set("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
 			w.Header().Set("Content-Type", "application/json")
