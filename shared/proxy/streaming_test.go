@@ -256,6 +256,21 @@ func countTempFiles(root string) int {
 	return n
 }
 
+// checkNothingKept fails if the dir store in root holds key, a temporary
+// file, or a failure remembered under failKey.
+func checkNothingKept(t *testing.T, dir *store.Dir, root, key, failKey string) {
+	t.Helper()
+	if got, err := storedBytes(t, dir, key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the key holds %d bytes (%v), want nothing", len(got), err)
+	}
+	if n := countTempFiles(root); n != 0 {
+		t.Errorf("%d temporary files left", n)
+	}
+	if _, _, err := dir.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a failure was remembered: %v", err)
+	}
+}
+
 // waitStored polls st until key holds want (the store copy ends just
 // after the download's last byte).
 func waitStored(t *testing.T, st store.Store, key string, want []byte) {
@@ -792,15 +807,7 @@ func TestDownloadStoreNeverStallsReaders(t *testing.T) {
 				return
 			}
 			waitFor(t, "the store copy to fail", func() bool { return h.Stats().StoreFailed == 1 })
-			if got, err := storedBytes(t, dir, key); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("the key holds %d bytes (%v), want nothing", len(got), err)
-			}
-			if n := countTempFiles(root); n != 0 {
-				t.Errorf("%d temporary files left", n)
-			}
-			if _, _, err := dir.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("a store failure was remembered: %v", err)
-			}
+			checkNothingKept(t, dir, root, key, failKey)
 		})
 	}
 }
@@ -950,15 +957,7 @@ func TestDownloadEndsBeforeDeadline(t *testing.T) {
 		t.Errorf("the download ended %v after the request, not before its deadline (%v)", ended, deadline)
 	}
 	key, failKey := keysOf(t, src, variant.Original)
-	if got, err := storedBytes(t, dir, key); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("the key holds %d bytes (%v), want nothing", len(got), err)
-	}
-	if n := countTempFiles(root); n != 0 {
-		t.Errorf("%d temporary files left", n)
-	}
-	if _, _, err := dir.Failure(t.Context(), failKey); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("the deadline was remembered as the origin's failure: %v", err)
-	}
+	checkNothingKept(t, dir, root, key, failKey)
 }
 
 // TestDownloadsWithinDiskLimit: parallel large misses stay within the
