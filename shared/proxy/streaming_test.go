@@ -474,17 +474,24 @@ func TestDownloadHEADAndRanges(t *testing.T) {
 			gate := o.HoldAt(piece)
 			src := o.URL + "/v.mp4"
 			// While it downloads there is no ETag: If-Range with any
-			// tag gets the whole body, If-None-Match never matches.
-			done := make(chan streamed)
-			go func() {
-				done <- getStream(t, p.URL, src, streamOpts{digest: true, header: []string{"Range", "bytes=0-9", "If-Range", `"stale"`}})
-			}()
+			// tag gets the whole body, If-None-Match never matches. Both
+			// are answered while the origin holds the body back (once it
+			// is stored, S3 answers with a redirect).
+			answered := make(chan struct{}, 2)
+			get := func(out chan<- streamed, header ...string) {
+				out <- getStream(t, p.URL, src, streamOpts{digest: true, header: header, onHeaders: func() { answered <- struct{}{} }})
+			}
+			ifRange, ifNoneMatch := make(chan streamed, 1), make(chan streamed, 1)
+			go get(ifRange, "Range", "bytes=0-9", "If-Range", `"stale"`)
 			<-gate.Reached()
+			go get(ifNoneMatch, "If-None-Match", `"stale"`)
+			await(t, answered, "an answer's headers")
+			await(t, answered, "the other answer's headers")
 			gate.Let()
-			if s := <-done; s.status != http.StatusOK || !s.same(video) || s.header.Get("ETag") != "" {
+			if s := <-ifRange; s.status != http.StatusOK || !s.same(video) || s.header.Get("ETag") != "" {
 				t.Errorf("If-Range during the download: %d, %d bytes, ETag %q; want 200, the whole body, no ETag", s.status, s.n, s.header.Get("ETag"))
 			}
-			if r := getStream(t, p.URL, src, streamOpts{digest: true, header: []string{"If-None-Match", `"stale"`}}); r.status != http.StatusOK || !r.same(video) {
+			if r := <-ifNoneMatch; r.status != http.StatusOK || !r.same(video) {
 				t.Errorf("If-None-Match: %d, %d bytes", r.status, r.n)
 			}
 		})
