@@ -13,6 +13,7 @@ require (
 	github.com/aws/smithy-go v1.28.9
 	github.com/awslabs/goformation/v7 v7.14.9
 	github.com/h2non/filetype v1.1.3
+	github.com/hashicorp/golang-lru/v2 v2.0.7
 	golang.org/x/image v0.47.0
 	golang.org/x/net v0.58.0
 	golang.org/x/sync v0.25.0

@@ -1,9 +1,10 @@
 package failure
 
 import (
-	"container/list"
 	"sync"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // DefaultMemorySize is how many failures a Memory keeps: at about 200
@@ -20,13 +21,10 @@ const DefaultMemorySize = 10000
 type Memory struct {
 	mu      sync.Mutex
 	clock   func() time.Time // nil: time.Now
-	size    int
-	entries map[string]*list.Element
-	order   list.List // front: most recently used
+	entries *lru.Cache[string, remembered]
 }
 
 type remembered struct {
-	key     string
 	status  int
 	expires time.Time
 }
@@ -37,7 +35,11 @@ func NewMemory(size int) *Memory {
 	if size <= 0 {
 		size = DefaultMemorySize
 	}
-	return &Memory{size: size, entries: map[string]*list.Element{}}
+	entries, err := lru.New[string, remembered](size)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
+	return &Memory{entries: entries}
 }
 
 // SetClock makes the memory read the time from clock (tests move it on).
@@ -47,8 +49,9 @@ func (m *Memory) SetClock(clock func() time.Time) {
 	m.clock = clock
 }
 
-// now is the time; m.mu is held.
 func (m *Memory) now() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.clock != nil {
 		return m.clock()
 	}
@@ -60,20 +63,7 @@ func (m *Memory) Remember(key string, status int, ttl time.Duration) {
 	if m == nil || ttl <= 0 {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r := remembered{key: key, status: status, expires: m.now().Add(ttl)}
-	if el, ok := m.entries[key]; ok {
-		el.Value = r
-		m.order.MoveToFront(el)
-		return
-	}
-	m.entries[key] = m.order.PushFront(r)
-	for m.order.Len() > m.size {
-		oldest := m.order.Back()
-		m.order.Remove(oldest)
-		delete(m.entries, oldest.Value.(remembered).key)
-	}
+	m.entries.Add(key, remembered{status: status, expires: m.now().Add(ttl)})
 }
 
 // Recall returns the status key failed with and how long that still
@@ -82,20 +72,15 @@ func (m *Memory) Recall(key string) (status int, left time.Duration, ok bool) {
 	if m == nil {
 		return 0, 0, false
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	el, found := m.entries[key]
+	r, found := m.entries.Get(key)
 	if !found {
 		return 0, 0, false
 	}
-	r := el.Value.(remembered)
 	left = r.expires.Sub(m.now())
 	if left <= 0 {
-		m.order.Remove(el)
-		delete(m.entries, key)
+		m.entries.Remove(key)
 		return 0, 0, false
 	}
-	m.order.MoveToFront(el)
 	return r.status, left, true
 }
 
@@ -105,7 +90,5 @@ func (m *Memory) Len() int {
 	if m == nil {
 		return 0
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.order.Len()
+	return m.entries.Len()
 }
